@@ -1,0 +1,110 @@
+"""The reco plugin interface.
+
+A reco is a class in a module ``skymap_scanner.recos.<name>`` exposed as that
+module's ``RECO`` attribute. The scan engine never looks inside a reco: it asks
+for the number of position variations (``n_posvar``), prepares the event once
+per process (:meth:`Reco.prepare`: cleaning, seeds), then calls
+:meth:`Reco.fit` once per (pixel, posvar) with the direction held fixed.
+
+Directions given to a reco are local IceCube coordinates in radians: (zenith,
+azimuth) is the direction the particle comes FROM; x = grid East, y = grid North,
+azimuth counter-clockwise from x.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import ConfigError
+from ..events.model import Event
+
+
+@dataclass(frozen=True)
+class Vertex:
+    """A track vertex: position in m (IceCube coordinates) and time in ns."""
+
+    x_m: float
+    y_m: float
+    z_m: float
+    t_ns: float
+
+    def is_finite(self) -> bool:
+        return all(math.isfinite(v) for v in (self.x_m, self.y_m, self.z_m, self.t_ns))
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """One fit of one (pixel, posvar): llh is a negative log-likelihood (lower is better).
+
+    E_in / E_tot are energy estimates (GeV) or a documented proxy, NaN when not
+    estimated; X, Y, Z in m and T in ns are the fitted vertex.
+    """
+
+    llh: float
+    E_in: float
+    E_tot: float
+    X: float
+    Y: float
+    Z: float
+    T: float
+
+    @classmethod
+    def failed(cls) -> FitResult:
+        nan = float("nan")
+        return cls(nan, nan, nan, nan, nan, nan, nan)
+
+    def vertex(self) -> Vertex:
+        return Vertex(self.X, self.Y, self.Z, self.T)
+
+
+class Reco(ABC):
+    """Base class of every reco plugin.
+
+    ``OPTIONS`` maps option name -> (type, default, help); values come from the
+    command line as ``--reco-option NAME=VALUE`` and are checked here.
+    """
+
+    name: ClassVar[str] = ""
+    OPTIONS: ClassVar[Mapping[str, tuple[type, Any, str]]] = {}
+
+    def __init__(self, options: Mapping[str, str] | None = None) -> None:
+        self.options: dict[str, Any] = {k: spec[1] for k, spec in self.OPTIONS.items()}
+        for key, raw in (options or {}).items():
+            if key not in self.OPTIONS:
+                known = ", ".join(sorted(self.OPTIONS)) or "none"
+                raise ConfigError(f"reco {self.name!r} has no option {key!r} (options: {known})")
+            typ = self.OPTIONS[key][0]
+            try:
+                if typ is bool:
+                    if str(raw).lower() not in ("1", "0", "true", "false", "yes", "no"):
+                        raise ValueError(raw)
+                    value: Any = str(raw).lower() in ("1", "true", "yes")
+                else:
+                    value = typ(raw)
+            except (TypeError, ValueError):
+                raise ConfigError(f"reco option {key}={raw!r} is not a valid {typ.__name__}") from None
+            self.options[key] = value
+
+    @property
+    def n_posvar(self) -> int:
+        """How many position variations (seed vertices) are fitted per pixel."""
+        return 1
+
+    @abstractmethod
+    def prepare(self, event: Event) -> Any:
+        """Per-event preparation, run once per process (pulse cleaning, seeds)."""
+
+    @abstractmethod
+    def fit(
+        self,
+        prepared: Any,
+        zenith_rad: float,
+        azimuth_rad: float,
+        posvar: int,
+        seed: Vertex | None,
+    ) -> FitResult:
+        """Fit with the direction fixed; ``seed`` is the parent pixel's best vertex, if any."""

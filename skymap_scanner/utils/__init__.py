@@ -1,0 +1,1 @@
+"""Command-line utilities (convert, describe, simulate, products) and small helpers."""
