@@ -1,0 +1,144 @@
+"""Sky-map products of a scan: best fit, error regions, probability map (FITS), plots, summary JSON.
+
+The server calls :func:`make_products` at the end of every scan; the command line is
+``python -m skymap_scanner.utils.products RESULT.npz --output-dir OUT``. The pure pieces live in
+``scan`` (reading), ``multires`` (the multi-resolution map), ``regions`` (best fit, areas, errors),
+``fits``, ``plots`` and ``summary``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from skymap_scanner.errors import ConfigError
+from skymap_scanner.products.multires import MultiResMap, build_multires
+from skymap_scanner.products.regions import LEVEL_FAMILIES, LEVEL_SETS, BestFit, Region, best_fit, make_region
+from skymap_scanner.products.scan import EventInfo, Scan, read_scan, scan_from_arrays, sha256_file
+from skymap_scanner.products.summary import build_summary, mjd_to_iso
+from skymap_scanner.utils.atomic import atomic_write_text
+
+__all__ = [
+    "BestFit",
+    "EventInfo",
+    "LEVEL_SETS",
+    "MultiResMap",
+    "Region",
+    "Scan",
+    "best_fit",
+    "build_multires",
+    "make_products",
+    "make_region",
+    "read_scan",
+    "scan_from_arrays",
+]
+
+#: Output file names (keys of the dict returned by make_products).
+FILENAMES = {
+    "summary": "summary.json",
+    "moc_fits": "skymap.multiorder.fits",
+    "llh_fits": "llh.fits",
+    "fullsky_png": "skymap_fullsky.png",
+    "fullsky_pdf": "skymap_fullsky.pdf",
+    "zoom_png": "skymap_zoom.png",
+    "zoom_pdf": "skymap_zoom.pdf",
+}
+
+
+def make_products(
+    result_path: Path,
+    output_dir: Path,
+    *,
+    reco: str | None = None,
+    nsides: str | None = None,
+    legacy_dec_sign: bool = False,
+    event_overrides: Mapping[str, Any] | None = None,
+    contours: str = "both",
+    plots: bool = True,
+) -> dict[str, Path]:
+    """Read a result .npz and write every product into ``output_dir``; returns {product: path}.
+
+    ``nsides`` is the nside progression string recorded as provenance (e.g. ``"8:0 64:12 512:24"``;
+    default: the nsides found in the file). ``contours`` picks the level sets drawn on the plots
+    (``wilks``, ``icecube`` or ``both``); the summary always has all four. The FITS files are written
+    first and ``summary.json`` is written even when plotting fails (the plotting error is re-raised).
+    """
+    from skymap_scanner.products import fits as pfits
+
+    if contours not in LEVEL_FAMILIES:
+        raise ConfigError(f"contours must be one of {sorted(LEVEL_FAMILIES)}, not {contours!r}")
+    result_path, output_dir = Path(result_path), Path(output_dir)
+    scan = read_scan(result_path, legacy_dec_sign=legacy_dec_sign, event_overrides=event_overrides)
+    mres = build_multires(scan)
+    fit = best_fit(scan)
+    regions = [make_region(mres, ls, fit) for ls in LEVEL_SETS]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+
+    meta = pfits.Meta(scan.event, fit, reco, scan.nsides)
+    out["moc_fits"] = pfits.write_hdul(pfits.moc_hdul(mres, meta), output_dir / FILENAMES["moc_fits"])
+    out["llh_fits"] = pfits.write_hdul(pfits.llh_hdul(mres, meta), output_dir / FILENAMES["llh_fits"])
+    try:
+        if plots:
+            out.update(_plots(scan, mres, fit, regions, contours, output_dir, reco))
+    finally:
+        summary = build_summary(
+            scan.event,
+            fit,
+            regions,
+            nsides=scan.nsides,
+            nside_progression=nsides if nsides is not None else " ".join(map(str, scan.nsides)),
+            reco=reco,
+            result_name=result_path.name,
+            result_sha256=sha256_file(result_path),
+            complete=scan.complete,
+            legacy_dec_sign=scan.legacy_dec_sign,
+            products=sorted(p.name for p in out.values()),
+        )
+        out["summary"] = atomic_write_text(output_dir / FILENAMES["summary"], json.dumps(summary, indent=2) + "\n")
+    return out
+
+
+def _plots(
+    scan: Scan,
+    mres: MultiResMap,
+    fit: BestFit,
+    regions: list[Region],
+    contours: str,
+    output_dir: Path,
+    reco: str | None,
+) -> dict[str, Path]:
+    from skymap_scanner.products import plots
+
+    levels = LEVEL_FAMILIES[contours]
+    extra = ", ".join(
+        x for x in (f"reco {reco}" if reco else "", "nsides " + "/".join(map(str, scan.nsides))) if x
+    )
+    kw: dict[str, Any] = {
+        "event_label": scan.event.label(),
+        "time_utc": _short_time(mjd_to_iso(scan.event.mjd)),
+        "extra": extra,
+    }
+    out: dict[str, Path] = {}
+    full = plots.fullsky_figure(mres, fit, levels, regions, **kw)
+    out["fullsky_png"], out["fullsky_pdf"] = plots.save_figure(
+        full, output_dir / FILENAMES["fullsky_png"], output_dir / FILENAMES["fullsky_pdf"]
+    )
+    zoom = plots.zoom_figure(mres, fit, levels, regions, **kw)
+    out["zoom_png"], out["zoom_pdf"] = plots.save_figure(
+        zoom, output_dir / FILENAMES["zoom_png"], output_dir / FILENAMES["zoom_pdf"]
+    )
+    return out
+
+
+def _short_time(iso: str | None) -> str | None:
+    """'2022-05-24T07:41:32.185352' -> '2022-05-24 07:41:32.18' (truncated)."""
+    if iso is None:
+        return None
+    date, _, clock = iso.partition("T")
+    if "." in clock:
+        hms, frac = clock.split(".")
+        clock = f"{hms}.{frac[:2]}"
+    return f"{date} {clock}"

@@ -1,0 +1,197 @@
+"""Best fit, error regions on 2*Delta-llh, their areas and asymmetric RA/Dec errors (pure functions).
+
+A region at ``level`` is every part of the sky where 2 * (llh - llh_min) <= level on the
+multi-resolution map. Its area is the summed area of those leaves. Its RA/Dec extent is measured on
+the region boundary: between each in-region pixel and each out-of-region neighbour (at the finest
+order) the crossing of the level is interpolated linearly, so the errors are not quantised to pixel
+centres. RA offsets are wrapped into (-180, 180] deg around the best fit (correct across RA = 0/360);
+a region containing a celestial pole has an unconstrained RA, reported as 180 deg on both sides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import healpy as hp
+import numpy as np
+import numpy.typing as npt
+
+from skymap_scanner.products.multires import SR_TO_DEG2, MultiResMap
+from skymap_scanner.products.scan import Scan
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelSet:
+    """A named threshold on 2*Delta-llh with the containment it stands for."""
+
+    name: str
+    level: float
+    containment: float
+    description: str
+
+
+def wilks_level(containment: float) -> float:
+    """2*Delta-llh threshold for 2 degrees of freedom (chi2 quantile = -2 ln(1 - p))."""
+    return -2.0 * math.log1p(-containment)
+
+
+#: The four level sets of the summary, in the order they are reported.
+LEVEL_SETS: tuple[LevelSet, ...] = (
+    LevelSet("wilks_50", wilks_level(0.5), 0.5, "Wilks' theorem, 2 degrees of freedom"),
+    LevelSet("wilks_90", wilks_level(0.9), 0.9, "Wilks' theorem, 2 degrees of freedom"),
+    LevelSet("icecube_50", 22.2, 0.5, "IceCube realtime calibration (millipede track scans)"),
+    LevelSet("icecube_90", 64.2, 0.9, "IceCube realtime calibration (millipede track scans)"),
+)
+LEVEL_FAMILIES = {"wilks": LEVEL_SETS[:2], "icecube": LEVEL_SETS[2:], "both": LEVEL_SETS}
+
+#: Limit on pixels examined for one region's boundary; above it a coarser order is used.
+MAX_BOUNDARY_PIXELS = 1 << 21
+
+
+@dataclasses.dataclass(frozen=True)
+class BestFit:
+    """Lowest-llh pixel over all nsides: J2000 RA/Dec in degrees."""
+
+    ra_deg: float
+    dec_deg: float
+    llh: float
+    nside: int
+    index: int  # RING pixel number at ``nside``
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """One error region: area (deg2) and extents around the best fit (deg, [minus, plus], >= 0)."""
+
+    name: str
+    level: float
+    containment: float
+    area_deg2: float
+    ra_err_deg: tuple[float, float]
+    dec_err_deg: tuple[float, float]
+    contains_pole: bool
+
+
+def theta_phi_to_radec_deg(
+    theta: npt.ArrayLike, phi: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """HEALPix (theta, phi) rad -> (RA in [0, 360), Dec) deg."""
+    ra = np.mod(np.degrees(phi), 360.0)
+    dec = 90.0 - np.degrees(theta)
+    return ra, dec
+
+
+def best_fit(scan: Scan) -> BestFit:
+    """The lowest llh over every nside (first such pixel, coarsest nside first, on ties)."""
+    best: tuple[float, int, int] | None = None
+    for m in scan.maps:
+        if m.llh.size == 0:
+            continue
+        i = int(np.argmin(m.llh))
+        if best is None or m.llh[i] < best[0]:
+            best = (float(m.llh[i]), m.nside, int(m.index[i]))
+    assert best is not None  # scan_from_arrays guarantees at least one pixel
+    theta, phi = hp.pix2ang(best[1], best[2])
+    ra, dec = theta_phi_to_radec_deg(theta, phi)
+    return BestFit(float(ra), float(dec), best[0], best[1], best[2])
+
+
+def delta2(m: MultiResMap, llh_min: float | None = None) -> npt.NDArray[np.float64]:
+    """2 * (llh - llh_min) per leaf (NaN where never scanned)."""
+    return 2.0 * (m.llh - (m.llh_min if llh_min is None else llh_min))
+
+
+def region_area_deg2(m: MultiResMap, level: float, llh_min: float | None = None) -> float:
+    """Area (deg2) of the leaves with 2*Delta-llh <= level."""
+    inside = delta2(m, llh_min) <= level
+    return float(np.sum(m.area_sr[inside]) * SR_TO_DEG2)
+
+
+def _working_order(m: MultiResMap, inside: npt.NDArray[np.bool_]) -> int:
+    """Finest order at which the region has at most MAX_BOUNDARY_PIXELS pixels."""
+    orders = m.order[inside]
+    for w in range(m.max_order, -1, -1):
+        n = int(np.sum(4.0 ** np.maximum(w - orders, 0)))
+        if n <= MAX_BOUNDARY_PIXELS:
+            return w
+    return 0
+
+
+def _region_pixels(m: MultiResMap, inside: npt.NDArray[np.bool_], w: int) -> npt.NDArray[np.int64]:
+    """NESTED pixels of order ``w`` covering the in-region leaves."""
+    o, p = m.order[inside], m.ipix[inside]
+    coarse = o <= w
+    n = 1 << (2 * (w - o[coarse]))
+    first = np.repeat(p[coarse] << (2 * (w - o[coarse])), n)
+    offs = np.arange(first.size) - np.repeat(np.cumsum(n) - n, n)
+    fine_parents = p[~coarse] >> (2 * (o[~coarse] - w))
+    return np.unique(np.concatenate([first + offs, fine_parents]))
+
+
+def boundary_points(
+    m: MultiResMap, level: float, llh_min: float | None = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(theta, phi) rad of the interpolated crossings of 2*Delta-llh = level on the region boundary."""
+    llh_min = m.llh_min if llh_min is None else llh_min
+    d2_leaf = delta2(m, llh_min)
+    inside = d2_leaf <= level
+    w = _working_order(m, inside)
+    nside = 1 << w
+    pix = _region_pixels(m, inside, w)
+    theta, phi = hp.pix2ang(nside, pix, nest=True)
+    d_in = 2.0 * (m.sample(theta, phi) - llh_min)
+    ok = d_in <= level
+    pix, d_in = pix[ok], d_in[ok]
+    if pix.size == 0:
+        empty = np.empty(0)
+        return empty, empty
+    nb = hp.get_all_neighbours(nside, pix, nest=True)  # (8, n), -1 where a neighbour is missing
+    src = np.broadcast_to(np.arange(pix.size), nb.shape)
+    valid = nb >= 0
+    nb, src = nb[valid], src[valid]
+    nth, nph = hp.pix2ang(nside, nb, nest=True)
+    d_out = 2.0 * (m.sample(nth, nph) - llh_min)
+    cross = ~(d_out <= level)  # NaN (never scanned) counts as outside
+    nb, src, d_out = nb[cross], src[cross], d_out[cross]
+    d_src = d_in[src]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = (level - d_src) / (d_out - d_src)
+    t = np.where(np.isfinite(t), np.clip(t, 0.0, 1.0), 0.5)
+    v_in = np.array(hp.pix2vec(nside, pix[src], nest=True))
+    v_out = np.array(hp.pix2vec(nside, nb, nest=True))
+    v = (1.0 - t) * v_in + t * v_out
+    bt, bp = hp.vec2ang(v.T)
+    return np.asarray(bt), np.asarray(bp)
+
+
+def region_extent(
+    m: MultiResMap, level: float, ra0_deg: float, dec0_deg: float, llh_min: float | None = None
+) -> tuple[tuple[float, float], tuple[float, float], bool]:
+    """((RA-, RA+), (Dec-, Dec+), contains_pole) of the region around (ra0, dec0), all deg >= 0."""
+    llh_min = m.llh_min if llh_min is None else llh_min
+    if not np.any(delta2(m, llh_min) <= level):  # empty region (level below every leaf)
+        return (0.0, 0.0), (0.0, 0.0), False
+    theta, phi = boundary_points(m, level, llh_min)
+    ra, dec = theta_phi_to_radec_deg(theta, phi)
+    pole_d2 = 2.0 * (m.sample(np.array([0.0, np.pi]), np.array([0.0, 0.0])) - llh_min)
+    north, south = bool(pole_d2[0] <= level), bool(pole_d2[1] <= level)
+    if ra.size == 0:  # no boundary: the region is the whole sky
+        return (180.0, 180.0), (dec0_deg + 90.0, 90.0 - dec0_deg), True
+    dra = np.mod(ra - ra0_deg + 180.0, 360.0) - 180.0
+    ra_err = (max(float(-dra.min()), 0.0), max(float(dra.max()), 0.0))
+    dec_err = (max(dec0_deg - float(dec.min()), 0.0), max(float(dec.max()) - dec0_deg, 0.0))
+    if north:
+        dec_err = (dec_err[0], 90.0 - dec0_deg)
+    if south:
+        dec_err = (dec0_deg + 90.0, dec_err[1])
+    if north or south:
+        ra_err = (180.0, 180.0)
+    return ra_err, dec_err, north or south
+
+
+def make_region(m: MultiResMap, level_set: LevelSet, fit: BestFit) -> Region:
+    """Area and extents of one level set around the best fit."""
+    area = region_area_deg2(m, level_set.level, fit.llh)
+    ra_err, dec_err, pole = region_extent(m, level_set.level, fit.ra_deg, fit.dec_deg, fit.llh)
+    return Region(level_set.name, level_set.level, level_set.containment, area, ra_err, dec_err, pole)

@@ -1,0 +1,212 @@
+"""A scan result as the products need it: llh per HEALPix pixel per nside, plus event metadata.
+
+Convention (as in the result files): RING ordering, equatorial J2000, theta = pi/2 - dec, phi = ra.
+Reading the .npz is the only I/O here; :func:`mirror_dec` and :func:`scan_from_arrays` are pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import healpy as hp
+import numpy as np
+import numpy.typing as npt
+
+from skymap_scanner.errors import SkyScanError
+
+#: Header fields of the result file that describe the event (same in every header row).
+EVENT_FIELDS = ("run_id", "event_id", "event_type", "mjd", "is_real_event")
+
+
+@dataclasses.dataclass(frozen=True)
+class NsideMap:
+    """The scanned pixels of one nside: RING pixel indices (sorted, unique) and their llh."""
+
+    nside: int
+    index: npt.NDArray[np.int64]
+    llh: npt.NDArray[np.float64]
+
+
+@dataclasses.dataclass(frozen=True)
+class EventInfo:
+    """Event identity for titles, FITS headers and the summary; any field may be unknown (None)."""
+
+    run_id: int | None = None
+    event_id: int | None = None
+    event_type: str | None = None
+    mjd: float | None = None
+    is_real_event: bool | None = None
+
+    def label(self) -> str:
+        """Short human label, e.g. ``Run 136662 Event 35405932 (BRONZE)``."""
+        if self.run_id is None and self.event_id is None:
+            text = "Unknown event"
+        else:
+            text = f"Run {self.run_id if self.run_id is not None else '?'} Event " + (
+                f"{self.event_id}" if self.event_id is not None else "?"
+            )
+        if self.event_type:
+            text += f" ({self.event_type})"
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Scan:
+    """All nsides of one scan (ascending nside) with event metadata."""
+
+    maps: tuple[NsideMap, ...]
+    event: EventInfo
+    complete: bool | None = None
+    legacy_dec_sign: bool = False
+
+    @property
+    def nsides(self) -> tuple[int, ...]:
+        return tuple(m.nside for m in self.maps)
+
+
+def _check_nside(nside: int, source: str) -> None:
+    if nside < 1 or nside & (nside - 1) or nside > 2**29:
+        raise SkyScanError(f"{source}: nside {nside} is not a power of two in [1, 2**29]")
+
+
+def mirror_dec(nside: int, index: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """RING pixel at (pi - theta, phi) for each pixel: flips the sign of Dec, exact at pixel centres.
+
+    HEALPix is symmetric under z -> -z, so this is a bijection of the pixels of one nside. Used for
+    old result files written with dec = theta - pi/2 (the opposite of the current dec = pi/2 - theta).
+    """
+    theta, phi = hp.pix2ang(nside, index)
+    return np.asarray(hp.ang2pix(nside, np.pi - theta, phi), dtype=np.int64)
+
+
+def scan_from_arrays(
+    arrays: Mapping[int, tuple[npt.ArrayLike, npt.ArrayLike]],
+    event: EventInfo | None = None,
+    *,
+    complete: bool | None = None,
+    legacy_dec_sign: bool = False,
+    source: str = "scan",
+) -> Scan:
+    """Validate ``{nside: (ring_index, llh)}`` into a :class:`Scan`.
+
+    Pixels with a non-finite llh (failed fits) are dropped. ``legacy_dec_sign`` mirrors every pixel
+    in Dec (see :func:`mirror_dec`).
+    """
+    maps = []
+    for nside in sorted(arrays):
+        _check_nside(int(nside), source)
+        idx = np.asarray(arrays[nside][0], dtype=np.int64).ravel()
+        llh = np.asarray(arrays[nside][1], dtype=np.float64).ravel()
+        if idx.shape != llh.shape:
+            raise SkyScanError(f"{source}: nside {nside} has {idx.size} indices but {llh.size} llh values")
+        if idx.size and (idx.min() < 0 or idx.max() >= hp.nside2npix(nside)):
+            raise SkyScanError(f"{source}: nside {nside} has pixel indices outside 0..{hp.nside2npix(nside) - 1}")
+        keep = np.isfinite(llh)
+        idx, llh = idx[keep], llh[keep]
+        if legacy_dec_sign:
+            idx = mirror_dec(int(nside), idx)
+        order = np.argsort(idx, kind="stable")
+        idx, llh = idx[order], llh[order]
+        if np.any(np.diff(idx) == 0):
+            dup = idx[:-1][np.diff(idx) == 0][0]
+            raise SkyScanError(f"{source}: nside {nside} lists pixel {dup} more than once")
+        idx.flags.writeable = False
+        llh.flags.writeable = False
+        maps.append(NsideMap(int(nside), idx, llh))
+    if not maps or all(m.index.size == 0 for m in maps):
+        raise SkyScanError(f"{source}: no pixel with a finite llh; nothing to make products from")
+    return Scan(tuple(maps), event or EventInfo(), complete, legacy_dec_sign)
+
+
+def _scalar(value: Any) -> Any:
+    """numpy scalar -> plain Python value (str for bytes)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value
+
+
+def _event_from_header(header: npt.NDArray[Any]) -> tuple[EventInfo, bool | None]:
+    names = header.dtype.names or ()
+    row = header[0] if header.size else None
+    vals: dict[str, Any] = {}
+    for name in EVENT_FIELDS:
+        if row is not None and name in names:
+            vals[name] = _scalar(row[name])
+    complete = None
+    if "complete" in names and header.size:
+        complete = bool(np.all(header["complete"]))
+    return (
+        EventInfo(
+            run_id=None if vals.get("run_id") is None else int(vals["run_id"]),
+            event_id=None if vals.get("event_id") is None else int(vals["event_id"]),
+            event_type=None if vals.get("event_type") in (None, "") else str(vals["event_type"]),
+            mjd=None if vals.get("mjd") is None or not math.isfinite(float(vals["mjd"])) else float(vals["mjd"]),
+            is_real_event=None if vals.get("is_real_event") is None else bool(vals["is_real_event"]),
+        ),
+        complete,
+    )
+
+
+def read_scan(
+    path: Path,
+    *,
+    legacy_dec_sign: bool = False,
+    event_overrides: Mapping[str, Any] | None = None,
+) -> Scan:
+    """Read a result .npz (keys ``nside-N``, optional ``header``); never unpickles.
+
+    ``event_overrides`` (run_id, event_id, event_type, mjd, is_real_event) replace header values
+    or supply them for files without a header.
+    """
+    path = Path(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SkyScanError(f"{path}: no such file") from None
+    except (OSError, ValueError) as err:
+        raise SkyScanError(f"{path}: not a readable .npz result file ({err})") from None
+    with npz:
+        arrays: dict[int, tuple[npt.NDArray[Any], npt.NDArray[Any]]] = {}
+        event, complete = EventInfo(), None
+        try:
+            for key in npz.files:
+                if key == "header":
+                    event, complete = _event_from_header(npz[key])
+                    continue
+                if not key.startswith("nside-"):
+                    continue
+                try:
+                    nside = int(key.removeprefix("nside-"))
+                except ValueError:
+                    raise SkyScanError(f"{path}: bad key {key!r} (expected nside-N)") from None
+                arr = npz[key]
+                names = arr.dtype.names or ()
+                if "index" not in names or "llh" not in names:
+                    raise SkyScanError(f"{path}: {key} lacks the fields 'index' and 'llh' (has {list(names)})")
+                arrays[nside] = (arr["index"], arr["llh"])
+        except ValueError as err:  # e.g. an object array that would need pickle
+            raise SkyScanError(f"{path}: cannot read ({err})") from None
+    if not arrays:
+        raise SkyScanError(f"{path}: no nside-N arrays in the file")
+    if event_overrides:
+        unknown = set(event_overrides) - set(EVENT_FIELDS)
+        if unknown:
+            raise SkyScanError(f"unknown event fields {sorted(unknown)}; known: {list(EVENT_FIELDS)}")
+        event = dataclasses.replace(event, **{k: v for k, v in event_overrides.items() if v is not None})
+    return scan_from_arrays(arrays, event, complete=complete, legacy_dec_sign=legacy_dec_sign, source=str(path))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file (provenance of the result the products were made from)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
