@@ -266,6 +266,9 @@ def event_from_alert(alert: Alert, source: str) -> Event:
     if not known.all():
         i = int(np.flatnonzero(~known)[0])
         raise EventError(source, f"split pulse on DOM (string {s[i]}, om {o[i]}), which is not in the icecube86 geometry")
+    bad = ~(np.isfinite(sp.time_ns) & np.isfinite(sp.charge_pe))
+    if bad.any():
+        raise EventError(source, f"{int(bad.sum())} split pulses have a non-finite time or charge")
     x, y, z = geo.positions(s, o)
     keep = cleaning.online_cleaning(s, o, sp.time_ns, sp.lc, np.stack([x, y, z], axis=1))
     if not keep.any():

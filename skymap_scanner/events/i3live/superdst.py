@@ -29,8 +29,11 @@ def _compact(r: Reader, dtype: str, itemsize: int) -> np.ndarray:
     return r.array(dtype, n)
 
 
-def _expand_widths(codes: np.ndarray, what: str) -> list[int]:
-    """Run-length decode one width stream: runs of bytes sharing a low nibble; high nibbles are the length."""
+def _expand_widths(codes: np.ndarray, limit: int, what: str) -> list[int]:
+    """Run-length decode one width stream: runs of bytes sharing a low nibble; high nibbles are the length.
+
+    A stream cannot code more widths than there are stamps (``limit``).
+    """
     out: list[int] = []
     i, n = 0, len(codes)
     c = codes.tolist()
@@ -42,11 +45,9 @@ def _expand_widths(codes: np.ndarray, what: str) -> list[int]:
             length |= (c[i] >> 4) << shift
             shift += 4
             i += 1
-            if shift > 32:
-                raise DecodeError(f"run length overflow in a width stream of {what}")
+        if len(out) + length > limit:
+            raise DecodeError(f"a width stream of {what} codes more widths than the {limit} charge stamps")
         out.extend([code] * length)
-        if len(out) > 10_000_000:
-            raise DecodeError(f"implausibly long width stream in {what}")
     return out
 
 
@@ -67,7 +68,7 @@ def decode_superdst(buf: bytes, what: str = "I3SuperDST") -> PulseMap:
     r.class_info("CompactVector<DOMHeader>")
     headers = _compact(r, "<u2", 2).tolist()
     r.class_info("CompactVector<uint8_t>")
-    streams = [_expand_widths(_compact(r, "u1", 1), what) for _ in range(4)]
+    streams = [_expand_widths(_compact(r, "u1", 1), len(stamps), what) for _ in range(4)]
     extra = _compact(r, "u1", 1).tolist()
     r.done()
     return _unpack(_readouts(stamps, headers, streams, extra, what), what)
