@@ -25,6 +25,11 @@ EVENT_TYPES = (("hese", "HESE"), ("ehe", "EHE"), ("estres", "ESTRES"), ("gold", 
                ("bronze", "BRONZE"), ("neutrino", "neutrino"))
 
 
+def _brief(e: BaseException) -> str:
+    """An exception as one short line (pickle errors can span lines)."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:80]}"
+
+
 class RefusedPickle(pickle.UnpicklingError):
     """A pickle names a class that is not on the allow-list."""
 
@@ -74,7 +79,7 @@ def load_message_pickle(raw: bytes) -> Any:
     except MemoryError:
         raise DecodeError("the pickle asks for too much memory") from None
     except Exception as e:  # noqa: BLE001 - any failure of a hostile/garbled pickle is a bad file
-        raise DecodeError(f"not a valid pickle ({type(e).__name__}: {str(e)[:80]})") from None
+        raise DecodeError(f"not a valid pickle ({_brief(e)})") from None
 
 
 def _inflate(data: bytes) -> bytes:
@@ -103,7 +108,7 @@ def frame_payload(b64: Any) -> bytes:
     try:
         pickled = _inflate(packed)
     except zlib.error as e:
-        raise DecodeError(f"the frame data is not valid zlib ({e})") from None
+        raise DecodeError(f"the frame data is not valid zlib ({_brief(e)})") from None
     try:
         obj = _FrameUnpickler(io.BytesIO(pickled), encoding="bytes").load()
     except RefusedPickle as e:
@@ -111,7 +116,7 @@ def frame_payload(b64: Any) -> bytes:
     except RecursionError:
         raise DecodeError("the frame pickle nests too deeply") from None
     except Exception as e:  # noqa: BLE001 - a garbled pickle may fail in many ways
-        raise DecodeError(f"not a valid frame pickle ({type(e).__name__}: {str(e)[:80]})") from None
+        raise DecodeError(f"not a valid frame pickle ({_brief(e)})") from None
     if not isinstance(obj, _InertFrame):
         raise DecodeError(f"the frame pickle holds a {type(obj).__name__}, not an I3Frame")
     state = obj.state
