@@ -79,7 +79,10 @@ def make_products(
 
     meta = pfits.Meta(scan.event, fit, reco, scan.nsides)
     out["moc_fits"] = pfits.write_hdul(pfits.moc_hdul(mres, meta), output_dir / FILENAMES["moc_fits"])
-    out["llh_fits"] = pfits.write_hdul(pfits.llh_hdul(mres, meta), output_dir / FILENAMES["llh_fits"])
+    # no checksum on the big single-resolution map: it doubles the time to write it
+    out["llh_fits"] = pfits.write_hdul(
+        pfits.llh_hdul(mres, meta), output_dir / FILENAMES["llh_fits"], checksum=False
+    )
     try:
         if plots:
             out.update(_plots(scan, mres, fit, regions, contours, output_dir, reco))

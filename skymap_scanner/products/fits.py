@@ -102,17 +102,22 @@ def moc_hdul(m: MultiResMap, meta: Meta) -> fits.HDUList:
 
 
 def llh_hdul(m: MultiResMap, meta: Meta) -> fits.HDUList:
-    """Single-resolution llh map at the finest scanned nside, RING ordering (UNSEEN if never scanned)."""
+    """Single-resolution llh map at the finest scanned nside (UNSEEN if never scanned).
+
+    NESTED ordering (declared in the header; healpy.read_map converts to RING by default): the
+    multi-resolution map rasterises to NESTED directly, and reordering 3M pixels would cost more than
+    everything else in the FITS products.
+    """
     import healpy as hp
 
     order = m.max_order
     nside = 1 << order
-    llh = hp.reorder(m.rasterize(order), n2r=True)
+    llh = m.rasterize(order)
     llh = np.where(np.isfinite(llh), llh, hp.UNSEEN)
     hdu = fits.BinTableHDU.from_columns([fits.Column(name="LLH", format="D", array=llh)], name="LLH")
     h = hdu.header
     h["PIXTYPE"] = ("HEALPIX", "HEALPIX pixelisation")
-    h["ORDERING"] = ("RING", "Pixel ordering scheme, either RING or NESTED")
+    h["ORDERING"] = ("NESTED", "Pixel ordering scheme, either RING or NESTED")
     h["COORDSYS"] = ("C", "Ecliptic, Galactic or Celestial (equatorial)")
     h["NSIDE"] = (nside, "Resolution parameter of HEALPIX")
     h["FIRSTPIX"] = (0, "First pixel # (0 based)")
@@ -125,6 +130,6 @@ def llh_hdul(m: MultiResMap, meta: Meta) -> fits.HDUList:
     return fits.HDUList([fits.PrimaryHDU(), hdu])
 
 
-def write_hdul(hdul: fits.HDUList, path: Path) -> Path:
-    """Write atomically (a reader never sees half a file)."""
-    return atomic_write(Path(path), lambda f: hdul.writeto(f, checksum=True))
+def write_hdul(hdul: fits.HDUList, path: Path, *, checksum: bool = True) -> Path:
+    """Write atomically (a reader never sees half a file); ``checksum`` adds CHECKSUM/DATASUM keys."""
+    return atomic_write(Path(path), lambda f: hdul.writeto(f, checksum=checksum))

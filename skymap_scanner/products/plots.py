@@ -69,7 +69,7 @@ def fullsky_figure(
     event_label: str = "",
     time_utc: str | None = None,
     extra: str | None = None,
-    n_lon: int = 720,
+    n_lon: int = 540,
 ) -> Figure:
     """Mollweide map of 2*Delta-llh (RA 180 deg at the centre, increasing to the left)."""
     n_lat = n_lon // 2
@@ -149,8 +149,11 @@ def zoom_figure(
     vmax = 1.6 * top
 
     fig, ax = plt.subplots(figsize=(9.0, 7.5), layout="constrained")
-    img = ax.pcolormesh(rr, dd, np.ma.masked_invalid(d2), cmap=_CMAP, vmin=0.0, vmax=vmax, shading="auto",
-                        rasterized=True)
+    step_ra, step_dec = ra[1] - ra[0], dec[1] - dec[0]
+    img = ax.imshow(
+        np.ma.masked_invalid(d2), origin="lower", cmap=_CMAP, vmin=0.0, vmax=vmax, interpolation="nearest",
+        extent=(ra[0] - step_ra / 2, ra[-1] + step_ra / 2, dec[0] - step_dec / 2, dec[-1] + step_dec / 2),
+    )
     by_name = {r.name: r for r in regions}
     handles: list[Line2D] = [_best_marker(ax, fit.ra_deg, fit.dec_deg, fit)]
     for ls in levels:
