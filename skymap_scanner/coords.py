@@ -13,6 +13,8 @@ Uses astropy with IERS downloads disabled so it works offline.
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +27,8 @@ F64 = npt.NDArray[np.float64]
 
 
 @functools.lru_cache(maxsize=1)
-def _astropy() -> tuple[object, object, object, object, object]:
+def _astropy() -> Any:
+    """astropy's pieces, imported once (slow import), with IERS downloads off (offline machines)."""
     from astropy import units as u
     from astropy.coordinates import FK5, AltAz, EarthLocation, SkyCoord
     from astropy.time import Time
@@ -33,29 +36,28 @@ def _astropy() -> tuple[object, object, object, object, object]:
 
     iers.conf.auto_download = False
     iers.conf.auto_max_age = None
-    return u, FK5, AltAz, EarthLocation, (SkyCoord, Time)
+    location = EarthLocation.from_geodetic(lon=ICECUBE_LON_DEG * u.deg, lat=ICECUBE_LAT_DEG * u.deg, height=0 * u.m)
+    return SimpleNamespace(u=u, FK5=FK5, AltAz=AltAz, SkyCoord=SkyCoord, Time=Time, location=location)
 
 
-def _frame(mjd: float) -> tuple[object, object]:
-    u, FK5, AltAz, EarthLocation, (SkyCoord, Time) = _astropy()
-    location = EarthLocation.from_geodetic(  # type: ignore[attr-defined]
-        lon=ICECUBE_LON_DEG * u.deg, lat=ICECUBE_LAT_DEG * u.deg, height=0 * u.m  # type: ignore[attr-defined]
-    )
-    obstime = Time(mjd, format="mjd", scale="utc")  # type: ignore[operator]
+def _frames(mjd: float) -> tuple[Any, Any]:
+    """(AltAz at the pole at ``mjd`` UTC with UT1-UTC = 0 and no refraction, FK5 J2000)."""
+    ap = _astropy()
+    obstime = ap.Time(mjd, format="mjd", scale="utc")
     obstime.delta_ut1_utc = 0.0
-    altaz = AltAz(obstime=obstime, location=location, pressure=0 * u.hPa)  # type: ignore[operator,attr-defined]
-    return altaz, FK5(equinox="J2000")  # type: ignore[operator]
+    altaz = ap.AltAz(obstime=obstime, location=ap.location, pressure=0 * ap.u.hPa)
+    return altaz, ap.FK5(equinox="J2000")
 
 
 def local_to_equatorial(zenith_rad: ArrayLike, azimuth_rad: ArrayLike, mjd: float) -> tuple[F64, F64]:
     """(zenith, azimuth) at ``mjd`` -> J2000 (ra, dec), all in rad (vectorised)."""
-    u, _, _, _, (SkyCoord, _) = _astropy()
+    ap = _astropy()
     zen = np.asarray(zenith_rad, dtype=np.float64)
     azi = np.asarray(azimuth_rad, dtype=np.float64)
-    altaz, fk5 = _frame(mjd)
+    altaz, fk5 = _frames(mjd)
     astro_az = np.mod(np.pi / 2 - azi - np.radians(ICECUBE_LON_DEG), 2 * np.pi)
     alt = np.pi / 2 - zen
-    c = SkyCoord(az=astro_az * u.rad, alt=alt * u.rad, frame=altaz)  # type: ignore[operator,attr-defined]
+    c = ap.SkyCoord(az=astro_az * ap.u.rad, alt=alt * ap.u.rad, frame=altaz)
     eq = c.transform_to(fk5)
     return (np.asarray(eq.ra.rad, dtype=np.float64).reshape(zen.shape),
             np.asarray(eq.dec.rad, dtype=np.float64).reshape(zen.shape))
@@ -63,11 +65,11 @@ def local_to_equatorial(zenith_rad: ArrayLike, azimuth_rad: ArrayLike, mjd: floa
 
 def equatorial_to_local(ra_rad: ArrayLike, dec_rad: ArrayLike, mjd: float) -> tuple[F64, F64]:
     """J2000 (ra, dec) -> (zenith, azimuth) at ``mjd``, all in rad (vectorised)."""
-    u, _, _, _, (SkyCoord, _) = _astropy()
+    ap = _astropy()
     ra = np.asarray(ra_rad, dtype=np.float64)
     dec = np.asarray(dec_rad, dtype=np.float64)
-    altaz, fk5 = _frame(mjd)
-    c = SkyCoord(ra=ra * u.rad, dec=dec * u.rad, frame=fk5)  # type: ignore[operator,attr-defined]
+    altaz, fk5 = _frames(mjd)
+    c = ap.SkyCoord(ra=ra * ap.u.rad, dec=dec * ap.u.rad, frame=fk5)
     loc = c.transform_to(altaz)
     zen = np.pi / 2 - np.asarray(loc.alt.rad, dtype=np.float64)
     azi = np.mod(np.pi / 2 - np.asarray(loc.az.rad, dtype=np.float64) - np.radians(ICECUBE_LON_DEG), 2 * np.pi)
