@@ -18,6 +18,9 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -34,4 +37,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     """Atomically write ``text`` (UTF-8) to ``path``."""
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    def write(f: IO[bytes]) -> None:
+        f.write(text.encode())
+
+    return atomic_write(path, write)

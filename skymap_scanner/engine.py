@@ -1,0 +1,284 @@
+"""The scan as a state machine: results in, work items and refinements out. No I/O.
+
+The embedded and the distributed modes both drive this engine; only the transport
+that carries work items to workers and results back differs.
+
+Refinement rule: step k+1 (``nside:N``) refines the ~N pixels of step k's nside
+whose centres lie near the current global best pixel over steps <= k, splitting
+each into its children at the new nside. It starts once a fraction
+``predictive_threshold`` of step k's pixels are complete; whenever the best pixel
+over steps <= k moves afterwards, the pixels around the new best are added
+(pixels already expected are never scanned twice). With threshold 1.0 the
+result is fully deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from .collector import FIT_FIELDS, IngestCounts, NsideStore
+from .pixels import NsideStep, parent_pixels, pixel_radec, refinement_pixels
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class WorkItems:
+    """Fits to do at one nside: item i is (pixels[i], posvars[i]) with seed vertex
+    ``seeds[i]`` = (x m, y m, z m, t ns) of the parent pixel's best fit, NaN where none."""
+
+    nside: int
+    pixels: IntArray
+    posvars: IntArray
+    seeds: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.pixels.size)
+
+    def split(self, size: int) -> list[WorkItems]:
+        return [
+            WorkItems(self.nside, self.pixels[i:i + size], self.posvars[i:i + size], self.seeds[i:i + size])
+            for i in range(0, len(self), size)
+        ]
+
+
+@dataclass
+class _Pending:
+    """A queued block of work: every posvar of ``pixels`` (from item ``start`` on),
+    or explicit (pixel, posvar) pairs when ``posvars`` is given."""
+
+    level: int
+    pixels: IntArray
+    posvars: IntArray | None = None
+    start: int = 0
+
+
+@dataclass
+class EngineCounts:
+    """Running totals over the whole scan."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    unknown: int = 0
+    failed_attempts: int = 0
+    failed_items: int = 0  # given up on after max_attempts (poison)
+    refinements: int = 0
+    re_refinements: int = 0
+
+
+@dataclass(frozen=True)
+class Best:
+    nside: int
+    pixel: int
+    llh: float
+
+
+class ScanEngine:
+    """Pixel generation, collection and refinement for one scan."""
+
+    def __init__(
+        self,
+        steps: Sequence[NsideStep],
+        n_posvar: int,
+        predictive_threshold: float = 1.0,
+        max_attempts: int = 3,
+    ) -> None:
+        if not 0.1 <= predictive_threshold <= 1.0:
+            raise ValueError("predictive_threshold must be within 0.1 .. 1.0")
+        self.steps = tuple(steps)
+        self.n_posvar = n_posvar
+        self.threshold = predictive_threshold
+        self.max_attempts = max_attempts
+        self.stores = [NsideStore(s.nside, n_posvar, full_sky=(i == 0)) for i, s in enumerate(self.steps)]
+        self._level_of = {s.nside: i for i, s in enumerate(self.steps)}
+        self._centre: list[Best | None] = [None] * len(self.steps)
+        self._queue: deque[_Pending] = deque([_Pending(0, self.stores[0].expected_pixels())])
+        self._attempts: dict[tuple[int, int, int], int] = {}
+        self.counts = EngineCounts()
+
+    # -- state -------------------------------------------------------------------------
+    def store(self, nside: int) -> NsideStore | None:
+        level = self._level_of.get(nside)
+        return None if level is None else self.stores[level]
+
+    def best(self, upto_level: int | None = None) -> Best | None:
+        """Lowest-llh pixel over steps 0..upto_level (all by default)."""
+        top = len(self.steps) - 1 if upto_level is None else upto_level
+        cands = [Best(s.nside, s.best_pixel, s.best_llh) for s in self.stores[: top + 1] if s.best_pixel >= 0]
+        return min(cands, key=lambda b: b.llh) if cands else None
+
+    @property
+    def started_levels(self) -> int:
+        return 1 + sum(c is not None for c in self._centre[1:])
+
+    @property
+    def done(self) -> bool:
+        return self.started_levels == len(self.steps) and all(s.complete for s in self.stores) and not self._queue
+
+    @property
+    def n_queued_items(self) -> int:
+        n = 0
+        for p in self._queue:
+            n += (p.pixels.size - p.start) if p.posvars is not None else p.pixels.size * self.n_posvar - p.start
+        return n
+
+    # -- work out ----------------------------------------------------------------------
+    def pop_work(self, max_items: int) -> WorkItems | None:
+        """Up to ``max_items`` items of one nside, skipping any already received."""
+        while self._queue:
+            p = self._queue[0]
+            store = self.stores[p.level]
+            if p.posvars is None:
+                total = p.pixels.size * self.n_posvar
+                idx = np.arange(p.start, min(p.start + max_items, total), dtype=np.int64)
+                pixels, posvars = p.pixels[idx // self.n_posvar], idx % self.n_posvar
+                p.start += idx.size
+                exhausted = p.start >= total
+            else:
+                pixels = p.pixels[p.start:p.start + max_items]
+                posvars = p.posvars[p.start:p.start + max_items]
+                p.start += pixels.size
+                exhausted = p.start >= p.pixels.size
+            if exhausted:
+                self._queue.popleft()
+            got = store.received_mask(pixels) & np.left_shift(np.uint64(1), posvars.astype(np.uint64))
+            keep = got == 0
+            if keep.any():
+                pixels, posvars = pixels[keep], posvars[keep]
+                return WorkItems(store.nside, pixels, posvars, self._seeds(p.level, pixels))
+        return None
+
+    def _seeds(self, level: int, pixels: IntArray) -> FloatArray:
+        if level == 0:
+            return np.full((pixels.size, 4), np.nan)
+        coarse = self.stores[level - 1]
+        parents = parent_pixels(self.stores[level].nside, pixels, coarse.nside)
+        return coarse.fits_of(parents)[:, 3:7]
+
+    def requeue(self, nside: int, pixels: npt.ArrayLike, posvars: npt.ArrayLike) -> None:
+        """Put items back at the front of the queue (lost or overdue work)."""
+        level = self._level_of[nside]
+        self._queue.appendleft(_Pending(level, np.asarray(pixels, np.int64), np.asarray(posvars, np.int64)))
+
+    # -- results in --------------------------------------------------------------------
+    def ingest(
+        self,
+        nside: int,
+        pixels: npt.ArrayLike,
+        posvars: npt.ArrayLike,
+        fits: npt.ArrayLike,
+        failed: npt.ArrayLike | None = None,
+    ) -> IngestCounts:
+        """Record results (``fits``: (n, 7) in FIT_FIELDS order) and advance refinement."""
+        store = self.store(nside)
+        px = np.asarray(pixels, dtype=np.int64)
+        if store is None:
+            counts = IngestCounts(unknown=int(px.size))
+        else:
+            counts = store.ingest(px, posvars, fits, failed)
+            if failed is not None:
+                self.counts.failed_items += int(np.asarray(failed, bool).sum())
+        self.counts.accepted += counts.accepted
+        self.counts.duplicates += counts.duplicates
+        self.counts.unknown += counts.unknown
+        if counts.accepted:
+            self._advance()
+        return counts
+
+    def report_failure(
+        self, nside: int, pixels: npt.ArrayLike, posvars: npt.ArrayLike
+    ) -> tuple[IntArray, IntArray]:
+        """A reco failed on these items: retry them, or after ``max_attempts`` record them
+        as failed (NaN). Returns the (pixels, posvars) given up on."""
+        store = self.store(nside)
+        if store is None:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        px = np.asarray(pixels, np.int64)
+        pv = np.asarray(posvars, np.int64)
+        bits = np.left_shift(np.uint64(1), np.clip(pv, 0, 63).astype(np.uint64))
+        pending = (store.received_mask(px) & bits) == 0
+        give_up_p, give_up_v, retry_p, retry_v = [], [], [], []
+        for p, v in zip(px[pending].tolist(), pv[pending].tolist()):
+            key = (nside, p, v)
+            n = self._attempts.get(key, 0) + 1
+            self.counts.failed_attempts += 1
+            if n >= self.max_attempts:
+                self._attempts.pop(key, None)
+                give_up_p.append(p)
+                give_up_v.append(v)
+            else:
+                self._attempts[key] = n
+                retry_p.append(p)
+                retry_v.append(v)
+        if retry_p:
+            self.requeue(nside, retry_p, retry_v)
+        if give_up_p:
+            nan = np.full((len(give_up_p), len(FIT_FIELDS)), np.nan)
+            self.ingest(nside, give_up_p, give_up_v, nan, np.ones(len(give_up_p), bool))
+        return np.asarray(give_up_p, np.int64), np.asarray(give_up_v, np.int64)
+
+    # -- refinement --------------------------------------------------------------------
+    def _advance(self) -> None:
+        for level in range(1, len(self.steps)):
+            prev = self.stores[level - 1]
+            started = self._centre[level] is not None
+            if not started and (self._centre[level - 1] is None and level - 1 > 0):
+                return  # the previous step has not started yet
+            if not started and prev.done_fraction() < self.threshold:
+                return
+            centre = self.best(upto_level=level - 1)
+            if centre is None:
+                if prev.complete:  # every fit failed: refine nothing, finish the step empty
+                    self._centre[level] = Best(prev.nside, -1, np.nan)
+                    continue
+                return
+            old = self._centre[level]
+            if old is not None and (old.nside, old.pixel) == (centre.nside, centre.pixel):
+                continue
+            self._refine(level, centre, rerefine=started)
+
+    def _refine(self, level: int, centre: Best, rerefine: bool) -> None:
+        step, prev = self.steps[level], self.steps[level - 1]
+        ra, dec = pixel_radec(centre.nside, [centre.pixel])
+        pixels = refinement_pixels(float(ra[0]), float(dec[0]), prev.nside, step.n_refine, step.nside)
+        new = self.stores[level].add_expected(pixels)
+        self._centre[level] = centre
+        if rerefine:
+            self.counts.re_refinements += 1
+        else:
+            self.counts.refinements += 1
+        if new.size:
+            self._queue.append(_Pending(level, new))
+
+    # -- reporting ---------------------------------------------------------------------
+    def progress(self) -> list[dict[str, float | int | bool]]:
+        """Per-nside progress: pixels done / expected, items received, failures."""
+        return [
+            {
+                "nside": s.nside,
+                "started": i == 0 or self._centre[i] is not None,
+                "pixels_done": s.n_pixels_done,
+                "pixels_expected": s.n_expected,
+                "items_received": s.n_items_received,
+                "items_expected": s.n_items_expected,
+                "items_failed": s.n_failed_items,
+                "complete": s.complete and (i == 0 or self._centre[i] is not None),
+            }
+            for i, s in enumerate(self.stores)
+        ]
+
+    def results(self) -> dict[int, npt.NDArray[np.void]]:
+        """Per nside, the structured result array of the pixels complete so far."""
+        return {s.nside: s.result_array() for s in self.stores}
+
+    def completeness(self) -> dict[int, bool]:
+        return {int(p["nside"]): bool(p["complete"]) for p in self.progress()}
+
+
+__all__ = ["Best", "EngineCounts", "ScanEngine", "WorkItems", "field"]

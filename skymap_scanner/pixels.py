@@ -1,0 +1,109 @@
+"""HEALPix pixel math for the scan: one convention, no I/O.
+
+Pixels are RING-ordered HEALPix pixels in equatorial J2000 coordinates with
+theta = pi/2 - dec and phi = ra (rad). NESTED ordering is used only inside the
+refinement arithmetic (parent/child relations) and never leaves this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import healpy as hp
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ConfigError
+
+MAX_NSIDE = 2**13
+DEFAULT_PROGRESSION = "8:0 64:12 512:24"
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class NsideStep:
+    """One step of an nside progression: scan at ``nside``; refine ``n_refine``
+    pixels of the previous step around the best pixel (0 for the first step: full sky)."""
+
+    nside: int
+    n_refine: int
+
+    def __str__(self) -> str:
+        return f"{self.nside}:{self.n_refine}"
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+def parse_progression(specs: str | Sequence[str]) -> tuple[NsideStep, ...]:
+    """Parse ``"8:0 64:12 512:24"`` (or its tokens) into checked :class:`NsideStep` s."""
+    tokens = specs.split() if isinstance(specs, str) else [t for s in specs for t in s.split()]
+    if not tokens:
+        raise ConfigError("the nside progression is empty (e.g. --nsides 8:0 64:12 512:24)")
+    steps: list[NsideStep] = []
+    for tok in tokens:
+        parts = tok.split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ConfigError(f"bad nside step {tok!r}: expected NSIDE:N with integers, e.g. 64:12")
+        nside, n = int(parts[0]), int(parts[1])
+        if not _is_power_of_two(nside) or nside > MAX_NSIDE:
+            raise ConfigError(f"bad nside step {tok!r}: nside must be a power of 2 between 1 and {MAX_NSIDE}")
+        steps.append(NsideStep(nside, n))
+    if steps[0].n_refine != 0:
+        raise ConfigError(f"the first nside step must be NSIDE:0 (a full-sky scan), got {steps[0]}")
+    for prev, step in zip(steps, steps[1:]):
+        if step.nside <= prev.nside:
+            raise ConfigError(f"nsides must be strictly ascending, got {prev.nside} then {step.nside}")
+        if step.n_refine < 1:
+            raise ConfigError(f"refinement step {step} must refine at least 1 pixel of the previous nside")
+    return tuple(steps)
+
+
+def progression_str(steps: Iterable[NsideStep]) -> str:
+    return " ".join(str(s) for s in steps)
+
+
+def npix(nside: int) -> int:
+    return 12 * nside * nside
+
+
+def pixel_radec(nside: int, pixels: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Centres of RING ``pixels`` as (ra, dec) in rad."""
+    theta, phi = hp.pix2ang(nside, np.asarray(pixels, dtype=np.int64))
+    return np.asarray(phi, dtype=np.float64), np.pi / 2 - np.asarray(theta, dtype=np.float64)
+
+
+def refine_radius_rad(coarse_nside: int, n_refine: int) -> float:
+    """Radius (rad) of the disc holding about ``n_refine`` pixels of ``coarse_nside``."""
+    return math.sqrt(n_refine * hp.nside2pixarea(coarse_nside) / math.pi)
+
+
+def refinement_pixels(
+    centre_ra: float, centre_dec: float, coarse_nside: int, n_refine: int, fine_nside: int
+) -> IntArray:
+    """RING pixels at ``fine_nside`` refining ~``n_refine`` coarse pixels around a centre.
+
+    The coarse pixels are those whose centres lie within
+    :func:`refine_radius_rad` of the centre (rad), plus the coarse pixel holding the
+    centre itself; each is split into all its children at ``fine_nside``. Sorted, unique.
+    """
+    if fine_nside <= coarse_nside or fine_nside % coarse_nside:
+        raise ValueError("fine_nside must be a larger power-of-two multiple of coarse_nside")
+    vec = hp.ang2vec(np.pi / 2 - centre_dec, centre_ra)
+    coarse = hp.query_disc(coarse_nside, vec, refine_radius_rad(coarse_nside, n_refine), inclusive=False)
+    own = hp.ang2pix(coarse_nside, np.pi / 2 - centre_dec, centre_ra)
+    coarse = np.union1d(np.asarray(coarse, dtype=np.int64), [own])
+    ratio2 = (fine_nside // coarse_nside) ** 2
+    nest = hp.ring2nest(coarse_nside, coarse).astype(np.int64)
+    children = (nest[:, None] * ratio2 + np.arange(ratio2, dtype=np.int64)[None, :]).ravel()
+    return np.unique(hp.nest2ring(fine_nside, children).astype(np.int64))
+
+
+def parent_pixels(fine_nside: int, pixels: npt.ArrayLike, coarse_nside: int) -> IntArray:
+    """RING parent at ``coarse_nside`` of each RING pixel at ``fine_nside``."""
+    ratio2 = (fine_nside // coarse_nside) ** 2
+    nest = hp.ring2nest(fine_nside, np.asarray(pixels, dtype=np.int64)).astype(np.int64)
+    return hp.nest2ring(coarse_nside, nest // ratio2).astype(np.int64)

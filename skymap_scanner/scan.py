@@ -1,0 +1,337 @@
+"""The scan loop: drives a :class:`ScanEngine` over any :class:`Transport`.
+
+Embedded and broker modes differ only in the transport handed to :func:`run_scan`.
+The loop keeps a window of batches in flight, validates every reply (bad, foreign
+or unasked-for replies are counted and dropped), re-sends overdue batches,
+retries failed fits, checkpoints results, logs progress and writes the manifest
+and partial results, and finally the result files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .checkpoint import ResultLog
+from .coords import equatorial_to_local
+from .engine import ScanEngine, WorkItems
+from .errors import MessageError, SkyScanError
+from .events import native
+from .events.model import Event
+from .leases import LeaseBook
+from .messages import ResultMessage, WorkMessage, decode_result
+from .pixels import NsideStep, parse_progression, pixel_radec, progression_str
+from .recos import get_reco
+from .results import EventMeta, ScanResult
+from .transport import Transport
+from .utils.atomic import atomic_write_text
+
+LOGGER = logging.getLogger(__name__)
+BLOCK_ITEMS = 4096  # items popped (and converted to local coordinates) at once
+
+
+def make_scan_id(event: Event, reco_name: str, reco_options: Mapping[str, str], steps: tuple[NsideStep, ...],
+                 threshold: float) -> str:
+    """Deterministic id of a scan: the same arguments give the same id (so a restart resumes)."""
+    h = hashlib.sha256()
+    h.update(json.dumps(native.to_dict(event), sort_keys=True).encode())
+    h.update(json.dumps([reco_name, sorted(reco_options.items()), progression_str(steps), threshold]).encode())
+    return f"{event.run_id}-{event.event_id}-{h.hexdigest()[:12]}"
+
+
+@dataclass
+class ScanSpec:
+    """Everything that defines one scan (not how it is transported)."""
+
+    event: Event
+    reco_name: str
+    reco_options: Mapping[str, str] = field(default_factory=dict)
+    nsides: str | tuple[NsideStep, ...] = "8:0 64:12 512:24"
+    predictive_threshold: float = 1.0
+    max_attempts: int = 3
+    batch_size: int = 0  # 0 = adapt to the reco's speed
+    lease_min_s: float = 120.0
+    progress_interval_s: float = 5.0
+    result_interval_s: float = 60.0
+    timeout_from_clients_s: float = 3 * 24 * 3600.0
+    output_dir: Path | None = None
+    cache_dir: Path | None = None
+    steps: tuple[NsideStep, ...] = ()
+    scan_id: str = ""
+    n_posvar: int = 0
+
+    def __post_init__(self) -> None:
+        self.steps = parse_progression(self.nsides) if isinstance(self.nsides, str) else tuple(self.nsides)
+        reco = get_reco(self.reco_name)(self.reco_options)  # validates name and options early
+        self.n_posvar = reco.n_posvar
+        if not self.scan_id:
+            self.scan_id = make_scan_id(self.event, self.reco_name, self.reco_options, self.steps,
+                                        self.predictive_threshold)
+
+
+@dataclass
+class ScanStats:
+    bad_messages: int = 0
+    foreign_messages: int = 0
+    stale_replies: int = 0
+    resent_batches: int = 0
+    per_client: Counter[str] = field(default_factory=Counter)
+    reco_time_s: float = 0.0
+    reco_items: int = 0
+    replayed_items: int = 0
+
+
+class ScanRunner:
+    """Runs one scan over one transport; reusable pieces for embedded and broker modes."""
+
+    def __init__(self, spec: ScanSpec, transport: Transport,
+                 on_manifest: Callable[[dict[str, Any]], None] | None = None,
+                 on_partial_result: Callable[[ScanResult], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.spec = spec
+        self.transport = transport
+        self.engine = ScanEngine(spec.steps, spec.n_posvar, spec.predictive_threshold, spec.max_attempts)
+        self.leases = LeaseBook(spec.lease_min_s, clock)
+        self.stats = ScanStats()
+        self.clock = clock
+        self.on_manifest = on_manifest
+        self.on_partial_result = on_partial_result
+        self._batch_id = 0
+        self._batch_size = spec.batch_size or 8
+        self._local_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._log: ResultLog | None = None
+        self._t_start = clock()
+        self._items_at_start = 0
+        if spec.cache_dir is not None:
+            self._log = ResultLog(Path(spec.cache_dir) / f"{spec.scan_id}.results.bin")
+
+    # -- set-up ---------------------------------------------------------------------------
+    def resume(self) -> int:
+        """Replay a checkpoint of an earlier run of this scan; returns items restored."""
+        if self._log is None:
+            return 0
+        n = 0
+        for nside, pixels, posvars, fits, failed in self._log.replay():
+            self.engine.ingest(nside, pixels, posvars, fits, failed)
+            n += int(pixels.size)
+        self.stats.replayed_items = n
+        self._items_at_start = self.engine.counts.accepted
+        if n:
+            LOGGER.info("resumed from checkpoint %s: %d fits already collected", self._log.path, n)
+        return n
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> ScanResult:
+        spec = self.spec
+        t_progress = t_result = self._t_start = self.clock()
+        t_last_reply = self.clock()
+        self._items_at_start = self.engine.counts.accepted
+        LOGGER.info("scan %s: %s mode, reco %s (%d position variations), nsides %s, threshold %.2f",
+                    spec.scan_id, self.transport.mode, spec.reco_name, spec.n_posvar,
+                    progression_str(spec.steps), spec.predictive_threshold)
+        while not self.engine.done:
+            self._fill()
+            replies = self.transport.receive(timeout_s=0.2)
+            if replies:
+                t_last_reply = self.clock()
+            for raw in replies:
+                self._handle_reply(raw)
+            for lease in self.leases.overdue():
+                self.stats.resent_batches += 1
+                LOGGER.warning("batch %d (nside %d, %d fits) got no reply in time; re-sending its fits",
+                               lease.batch_id, lease.nside, lease.pixels.size)
+                self._give_up_or_retry(lease.nside, lease.pixels, lease.posvars)
+            for note in self.transport.maintain():
+                LOGGER.warning(note)
+            now = self.clock()
+            if now - t_progress >= spec.progress_interval_s:
+                t_progress = now
+                self._report_progress()
+            if now - t_result >= spec.result_interval_s and self.on_partial_result:
+                t_result = now
+                self.on_partial_result(self.result())
+            if not self.engine.done and len(self.leases) == 0 and self.engine.n_queued_items == 0:
+                raise SkyScanError("internal: nothing in flight and nothing queued, but the scan is not done")
+            if now - t_last_reply > spec.timeout_from_clients_s:
+                raise SkyScanError(f"no reply from any worker for {spec.timeout_from_clients_s:.0f} s "
+                                   f"(SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS); partial results are kept")
+        self._report_progress()
+        LOGGER.info("scan %s done in %.1f s: best %s; %d duplicates, %d unknown, %d bad, %d foreign, "
+                    "%d re-sent batches, %d failed fits", spec.scan_id, self.clock() - self._t_start,
+                    self.engine.best(), self.engine.counts.duplicates, self.engine.counts.unknown,
+                    self.stats.bad_messages, self.stats.foreign_messages, self.stats.resent_batches,
+                    self.engine.counts.failed_items)
+        return self.result()
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+
+    # -- work out -------------------------------------------------------------------------
+    def _fill(self) -> None:
+        while len(self.leases) < self.transport.max_in_flight_batches:
+            block = self.engine.pop_work(max(BLOCK_ITEMS, self._batch_size))
+            if block is None:
+                return
+            zen, azi = self._local_directions(block)
+            for i in range(0, len(block), self._batch_size):
+                sl = slice(i, i + self._batch_size)
+                self._send(WorkItems(block.nside, block.pixels[sl], block.posvars[sl], block.seeds[sl]),
+                           zen[sl], azi[sl])
+
+    def _local_directions(self, block: WorkItems) -> tuple[np.ndarray, np.ndarray]:
+        pix, inverse = np.unique(block.pixels, return_inverse=True)
+        ra, dec = pixel_radec(block.nside, pix)
+        zen, azi = equatorial_to_local(ra, dec, self.spec.event.mjd)
+        return zen[inverse], azi[inverse]
+
+    def _send(self, items: WorkItems, zen: np.ndarray, azi: np.ndarray) -> None:
+        self._batch_id += 1
+        seeds = [tuple(s) for s in items.seeds.tolist()]
+        msg = WorkMessage(self.spec.scan_id, self._batch_id, items.nside, tuple(items.pixels.tolist()),
+                          tuple(items.posvars.tolist()), tuple(zen.tolist()), tuple(azi.tolist()),
+                          tuple(seeds))  # type: ignore[arg-type]
+        self.leases.add(self._batch_id, items.nside, items.pixels, items.posvars)
+        self.transport.send(msg.to_dict())
+
+    # -- results in -----------------------------------------------------------------------
+    def _handle_reply(self, raw: Any) -> None:
+        try:
+            msg = decode_result(raw)
+        except MessageError as e:
+            self.stats.bad_messages += 1
+            LOGGER.warning("dropped a reply: %s", e)
+            return
+        if msg.scan_id != self.spec.scan_id:
+            self.stats.foreign_messages += 1
+            LOGGER.warning("dropped a reply for another scan (%s)", msg.scan_id[:64])
+            return
+        if self.leases.done(msg.batch_id) is None:
+            self.stats.stale_replies += 1  # a re-sent batch answered twice, or from a previous run
+        self.stats.per_client[msg.client] += len(msg.pixels)
+        rt = [r for r in msg.reco_runtime_s if math.isfinite(r) and r >= 0]
+        self.stats.reco_time_s += sum(rt)
+        self.stats.reco_items += len(rt)
+        self._adapt_batch_size()
+        pixels = np.asarray(msg.pixels, np.int64)
+        posvars = np.asarray(msg.posvars, np.int64)
+        fits = np.asarray(msg.fits, np.float64).reshape(len(msg.pixels), 7)
+        err = np.array([e is not None for e in msg.errors], bool)
+        if (~err).any():
+            counts = self._ingest(msg.nside, pixels[~err], posvars[~err], fits[~err])
+            if counts.unknown:
+                LOGGER.warning("reply batch %d from %s held %d fits this scan never asked for",
+                               msg.batch_id, msg.client, counts.unknown)
+        if err.any():
+            first = next(e for e in msg.errors if e)
+            LOGGER.warning("reco failed on %d fits of batch %d (from %s): %s", int(err.sum()), msg.batch_id,
+                           msg.client, first)
+            self._give_up_or_retry(msg.nside, pixels[err], posvars[err])
+
+    def _ingest(self, nside: int, pixels: np.ndarray, posvars: np.ndarray, fits: np.ndarray,
+                failed: np.ndarray | None = None) -> Any:
+        store = self.engine.store(nside)
+        new = None
+        if store is not None and self._log is not None:
+            bits = np.left_shift(np.uint64(1), np.clip(posvars, 0, 63).astype(np.uint64))
+            new = (store.received_mask(pixels) & bits) == 0
+        counts = self.engine.ingest(nside, pixels, posvars, fits, failed)
+        if self._log is not None and new is not None and new.any():
+            self._log.append(nside, pixels[new], posvars[new], fits[new], None if failed is None else failed[new])
+        return counts
+
+    def _give_up_or_retry(self, nside: int, pixels: np.ndarray, posvars: np.ndarray) -> None:
+        gp, gv = self.engine.report_failure(nside, pixels, posvars)
+        if gp.size:
+            LOGGER.error("gave up on %d fits at nside %d after %d attempts; recorded as failed (NaN)",
+                         gp.size, nside, self.spec.max_attempts)
+            if self._log is not None:
+                self._log.append(nside, gp, gv, np.full((gp.size, 7), np.nan), np.ones(gp.size, bool))
+
+    def _adapt_batch_size(self) -> None:
+        if self.spec.batch_size or self.stats.reco_items < 8:
+            return
+        mean = self.stats.reco_time_s / self.stats.reco_items
+        # aim at ~0.25 s of work per message: amortises message overhead, keeps load balanced
+        self._batch_size = int(min(1024, max(1, round(0.25 / max(mean, 1e-6)))))
+
+    # -- reporting ------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        elapsed = max(self.clock() - self._t_start, 1e-9)
+        new_items = self.engine.counts.accepted - self._items_at_start
+        rate = new_items / elapsed
+        remaining = sum(max(0, int(p["items_expected"]) - int(p["items_received"])) for p in self.engine.progress())
+        best = self.engine.best()
+        return {
+            "scan_id": self.spec.scan_id,
+            "mode": self.transport.mode,
+            "scanner_version": __version__,
+            "event": self.spec.event.name,
+            "reco": self.spec.reco_name,
+            "nsides": progression_str(self.spec.steps),
+            "progress": self.engine.progress(),
+            "rate_fits_per_s": rate,
+            "eta_s": (remaining / rate) if rate > 0 else None,
+            "elapsed_s": elapsed,
+            "best": None if best is None else {"nside": best.nside, "pixel": best.pixel, "llh": best.llh},
+            "failures": {"failed_fits": self.engine.counts.failed_items,
+                         "failed_attempts": self.engine.counts.failed_attempts,
+                         "resent_batches": self.stats.resent_batches},
+            "dropped": {"bad_messages": self.stats.bad_messages, "foreign_messages": self.stats.foreign_messages,
+                        "duplicates": self.engine.counts.duplicates, "unknown_pixels": self.engine.counts.unknown},
+            "per_client_fits": dict(self.stats.per_client),
+            "complete": self.engine.done,
+            "updated_at_unix": time.time(),
+            "server_host": socket.gethostname(),
+        }
+
+    def _report_progress(self) -> None:
+        m = self.manifest()
+        parts = []
+        for p in m["progress"]:
+            if p["started"]:
+                parts.append(f"nside {p['nside']}: {p['pixels_done']}/{p['pixels_expected']} px")
+        eta = "?" if m["eta_s"] is None else f"{m['eta_s']:.0f} s"
+        LOGGER.info("progress: %s | %.0f fits/s | ETA %s | in flight %d batches", "; ".join(parts),
+                    m["rate_fits_per_s"], eta, len(self.leases))
+        if self.on_manifest:
+            self.on_manifest(m)
+
+    def result(self) -> ScanResult:
+        ev = self.spec.event
+        meta = EventMeta(ev.run_id, ev.event_id, ev.event_type, ev.mjd, ev.is_real_event)
+        return ScanResult(meta, self.engine.results(), self.engine.completeness())
+
+
+def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> Path:
+    return atomic_write_text(Path(output_dir) / "scan-manifest.json", json.dumps(manifest, indent=1, default=str))
+
+
+def scan_event(event: Event, reco_name: str, *, nsides: str = "8:0 64:12 512:24", local_workers: int = 2,
+               reco_options: Mapping[str, str] | None = None, predictive_threshold: float = 1.0,
+               output_dir: Path | None = None) -> ScanResult:
+    """Run a whole embedded scan of ``event`` in this process plus ``local_workers`` workers."""
+    from .transport.embedded import EmbeddedTransport
+
+    spec = ScanSpec(event, reco_name, dict(reco_options or {}), nsides, predictive_threshold,
+                    output_dir=output_dir)
+    transport = EmbeddedTransport(native.to_dict(event), reco_name, spec.reco_options, local_workers)
+    transport.start()
+    runner = ScanRunner(spec, transport)
+    try:
+        return runner.run()
+    finally:
+        runner.close()
+        transport.close()
