@@ -7,7 +7,6 @@ the cut to strings <= 78 (no DeepCore).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,28 +29,45 @@ class CleaningStats:
     qtot: float
 
 
-BLOCK_ELEMENTS = 1 << 22  # rows x columns of the RT matrix handled at once (bounds memory)
+class _Neighbourhood:
+    """RT-connection counts between pulses, vectorised over (pulse, neighbour DOM) pairs.
 
+    DOMs are ranked; each pulse gets a key ``rank * stride + t`` so that one
+    ``searchsorted`` over keys sorted by (DOM, time) finds, for every pair, the
+    pulses of that DOM strictly within +-window. ``stride`` is a power of two
+    larger than the time span, so keys are exact for the integer and
+    half-integer ns times SuperDST produces.
+    """
 
-class _RTMatrix:
-    """RT connectivity of pulses, computed by row blocks: |dt| < window and DOM distance <= radius."""
+    def __init__(self, rank: np.ndarray, t: np.ndarray, near: np.ndarray, window_ns: float) -> None:
+        self.window = window_ns
+        self.rank = rank
+        t0 = t - t.min()
+        span = float(t0.max()) + 4 * window_ns + 1
+        self.stride = float(2.0 ** np.ceil(np.log2(span)))
+        self.t = t0
+        self.key = rank * self.stride + t0
+        deg = near.sum(axis=1)
+        self.nb_ptr = np.r_[0, np.cumsum(deg)]
+        self.nb_idx = np.nonzero(near)[1]
+        self.deg = deg
 
-    def __init__(self, dom: np.ndarray, t: np.ndarray, dom_xyz_m: np.ndarray, radius_m: float,
-                 window_ns: float) -> None:
-        diff = dom_xyz_m[:, None, :] - dom_xyz_m[None, :, :]
-        self.dom_near = np.sqrt((diff**2).sum(axis=-1)) <= radius_m
-        self.dom = dom
-        self.t = t
-        self.window_ns = window_ns
-        self.block = max(1, BLOCK_ELEMENTS // max(1, t.size))
+    def pairs(self, pulses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pulse, neighbour DOM rank) for every pulse in ``pulses`` and every DOM near its own."""
+        r = self.rank[pulses]
+        n = self.deg[r]
+        p = np.repeat(pulses, n)
+        first = np.repeat(self.nb_ptr[r], n)
+        within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        return p, self.nb_idx[first + within]
 
-    def blocks(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(row indices, bool matrix rows x all pulses) by blocks; a pulse is connected to itself."""
-        for a in range(0, rows.size, self.block):
-            r = rows[a:a + self.block]
-            near = self.dom_near[self.dom[r][:, None], self.dom[None, :]]
-            near &= np.abs(self.t[r][:, None] - self.t[None, :]) < self.window_ns
-            yield r, near
+    def count(self, p: np.ndarray, m: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """For pairs (p, m): how many of the ``ref`` pulses (indices, sorted by key) on DOM m are within +-window."""
+        ref_key = self.key[ref]
+        base = m * self.stride + self.t[p]
+        lo = np.searchsorted(ref_key, base - self.window, side="right")
+        hi = np.searchsorted(ref_key, base + self.window, side="left")
+        return hi - lo
 
 
 def seeded_rt(
@@ -61,10 +77,12 @@ def seeded_rt(
 ) -> np.ndarray:
     """Boolean mask of the pulses kept by seeded RT cleaning.
 
-    ``dom`` indexes rows of ``dom_xyz_m`` (m). Seeds: HLC pulses with at least
-    ``min_partner_doms`` distinct DOMs among their RT-connected HLC pulses (the
-    pulse's own DOM counts through its other pulses). Then up to ``iterations``
-    times, add every pulse RT-connected to a pulse selected so far.
+    ``dom`` indexes rows of ``dom_xyz_m`` (m). Two pulses are RT-connected when
+    their DOMs are <= ``radius_m`` apart (the same DOM included) and their times
+    differ by < ``window_ns``. Seeds: HLC pulses with at least ``min_partner_doms``
+    distinct DOMs among their RT-connected HLC pulses (the pulse's own DOM counts
+    through its other pulses). Then up to ``iterations`` times, add every pulse
+    RT-connected to a pulse selected so far.
     """
     d = np.asarray(dom, dtype=np.int64)
     t = np.asarray(time_ns, dtype=np.float64)
@@ -72,26 +90,30 @@ def seeded_rt(
     xyz = np.asarray(dom_xyz_m, dtype=np.float64).reshape(-1, 3)
     if t.size == 0:
         return np.zeros(0, dtype=bool)
-    # group columns by DOM so "distinct partner DOMs" is a reduction over contiguous column groups
-    order = np.argsort(d, kind="stable")
+    order = np.lexsort((t, d))  # by (DOM, time): keys below are sorted in this order
     d, t, h = d[order], t[order], h[order]
-    rt = _RTMatrix(d, t, xyz, radius_m, window_ns)
-    group_starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
-    selected = np.zeros(t.size, dtype=bool)
-    for rows, conn in rt.blocks(np.flatnonzero(h)):
-        conn &= h[None, :]
-        conn[np.arange(rows.size), rows] = False  # a pulse is not its own partner
-        n_doms = np.logical_or.reduceat(conn, group_starts, axis=1).sum(axis=1)
-        selected[rows] = n_doms >= min_partner_doms
+    hit, rank = np.unique(d, return_inverse=True)
+    rank = rank.reshape(-1)
+    pos = xyz[hit]
+    near = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(axis=-1)) <= radius_m
+    nb = _Neighbourhood(rank, t, near, window_ns)
+
+    hlc_idx = np.flatnonzero(h)
+    p, m = nb.pairs(hlc_idx)
+    n = nb.count(p, m, hlc_idx) - (m == rank[p])  # a pulse is not its own partner
+    n_doms = np.bincount(p[n > 0], minlength=t.size)
+    selected = h & (n_doms >= min_partner_doms)
     frontier = selected.copy()
     for _ in range(iterations):
+        todo = np.flatnonzero(~selected)
+        p, m = nb.pairs(todo)
+        hits = nb.count(p, m, np.flatnonzero(frontier)) > 0
         grow = np.zeros(t.size, dtype=bool)
-        for _rows, conn in rt.blocks(np.flatnonzero(frontier)):
-            grow |= conn.any(axis=0)
-        frontier = grow & ~selected
-        if not frontier.any():
+        grow[p[hits]] = True
+        if not grow.any():
             break
-        selected |= frontier
+        selected |= grow
+        frontier = grow
     out = np.empty_like(selected)
     out[order] = selected
     return out
