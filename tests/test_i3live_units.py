@@ -6,10 +6,12 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skymap_scanner.events.i3live import cleaning, i3time
 from skymap_scanner.events.i3live.archive import DecodeError, Reader
-from skymap_scanner.events.i3live.frame import crc16_ccitt, crc32c, parse_frame
+from skymap_scanner.events.i3live.frame import _crc32c_lanes, crc16_ccitt, crc32c, parse_frame
 from skymap_scanner.events.i3live.objects import I3Time, PulseMask, apply_mask
 from skymap_scanner.events.i3live.pulsemap import PulseMap
 from skymap_scanner.events.i3live.superdst import _expand_widths, _readouts, _unpack
@@ -30,6 +32,24 @@ def test_crc32c_published_check_value() -> None:
     assert crc32c(b"123456789", 0xFFFFFFFF) ^ 0xFFFFFFFF == 0xE3069283
     assert crc32c(b"") == 0
     assert crc32c(b"abc" + b"def") == crc32c(b"def", crc32c(b"abc"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=1, max_size=3000), st.integers(0, 20000))
+def test_crc32c_lanes_equal_the_byte_loop(data: bytes, zeros: int) -> None:
+    """The numpy lane implementation (long inputs) agrees with the plain byte-at-a-time loop."""
+    data = bytes(zeros) + data + bytes(zeros % 7)
+    expected = 0
+    for b in data:
+        expected = _byte_step(expected, b)
+    assert _crc32c_lanes(data) == expected
+
+
+def _byte_step(crc: int, b: int) -> int:
+    crc ^= b
+    for _ in range(8):
+        crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc
 
 
 def test_crc16_ccitt_published_check_value() -> None:
