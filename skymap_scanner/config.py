@@ -7,7 +7,6 @@ Secrets (``SKYSCAN_BROKER_AUTH``, ``SKYSCAN_SKYDRIVER_AUTH``) are never logged.
 from __future__ import annotations
 
 import dataclasses as dc
-import logging
 from pathlib import Path
 
 from .errors import ConfigError
@@ -83,7 +82,6 @@ def setup_logging(cfg: EnvConfig) -> None:
     """Log set-up via wipac-dev-tools: first-party at SKYSCAN_LOG, the rest quieter."""
     from wipac_dev_tools import logging_tools
 
-    logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", force=True)
     logging_tools.set_level(
         cfg.SKYSCAN_LOG.upper(),  # type: ignore[arg-type]
         first_party_loggers="skymap_scanner",

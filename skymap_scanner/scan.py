@@ -182,7 +182,8 @@ class ScanRunner:
     # -- work out -------------------------------------------------------------------------
     def _fill(self) -> None:
         while len(self.leases) < self.transport.max_in_flight_batches:
-            block = self.engine.pop_work(max(BLOCK_ITEMS, self._batch_size))
+            free = self.transport.max_in_flight_batches - len(self.leases)
+            block = self.engine.pop_work(min(BLOCK_ITEMS, free * self._batch_size))
             if block is None:
                 return
             zen, azi = self._local_directions(block)

@@ -1,0 +1,1 @@
+"""The scan server: ``python -m skymap_scanner.server``."""

@@ -1,0 +1,191 @@
+"""``python -m skymap_scanner.server``: run one scan, embedded or over a broker.
+
+With no ``SKYSCAN_BROKER_ADDRESS`` the scan runs embedded on this machine with
+``--local-workers`` processes; with one, work goes out through the broker to
+clients started with the client-startup JSON this command writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..errors import ConfigError, SkyScanError
+
+LOGGER = logging.getLogger("skymap_scanner.server")
+
+
+def _reco_option(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def _threshold(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.1 <= t <= 1.0:
+        raise argparse.ArgumentTypeError("must be within 0.1 .. 1.0")
+    return t
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return n
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m skymap_scanner.server",
+        description="Scan an event's direction over the sky (embedded by default; over a broker when "
+                    "SKYSCAN_BROKER_ADDRESS is set).",
+    )
+    p.add_argument("--event-file", required=True, type=Path,
+                   help="event: skymap-scanner-event/1 JSON, or an IceCube realtime message (.json / .pkl)")
+    p.add_argument("--reco-algo", required=True, help="reco plugin name (e.g. dummy, pandel_mpe)")
+    p.add_argument("--reco-option", action="append", type=_reco_option, default=[], metavar="NAME=VALUE",
+                   help="reco option (repeatable), e.g. --reco-option sleep_s=0.01")
+    p.add_argument("--nsides", nargs="+", default=["8:0", "64:12", "512:24"], metavar="NSIDE:N",
+                   help="nside progression (default: 8:0 64:12 512:24)")
+    p.add_argument("--predictive-scanning-threshold", type=_threshold, default=1.0, metavar="T",
+                   help="start refining once this fraction of an nside is done (0.1..1.0, default 1.0)")
+    p.add_argument("--output-dir", required=True, type=Path, help="where results and products go")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="checkpoint directory: results are persisted there and a restart resumes")
+    p.add_argument("--local-workers", type=_positive_int, default=os.cpu_count() or 1,
+                   help="worker processes in embedded mode (default: CPU count)")
+    p.add_argument("--client-startup-json", type=Path, default=None,
+                   help="broker mode: where to write the JSON clients start from")
+    p.add_argument("--no-products", action="store_true", help="write only the result files, no sky-map products")
+    p.add_argument("--version", action="version", version=f"skymap_scanner {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SkyScanError as e:
+        print(f"skymap_scanner.server: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("skymap_scanner.server: interrupted; results collected so far are in the checkpoint "
+              "(--cache-dir) if one was given", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..config import read_env_config, setup_logging
+    from ..events import load_event, native
+    from ..scan import ScanRunner, ScanSpec, write_manifest
+
+    cfg = read_env_config()
+    setup_logging(cfg)
+    event = load_event(args.event_file)
+    spec = ScanSpec(
+        event, args.reco_algo, dict(args.reco_option), " ".join(args.nsides),
+        args.predictive_scanning_threshold, max_attempts=cfg.SKYSCAN_MAX_ATTEMPTS,
+        batch_size=cfg.SKYSCAN_BATCH_SIZE, lease_min_s=cfg.SKYSCAN_LEASE_MIN_SEC,
+        progress_interval_s=cfg.SKYSCAN_PROGRESS_INTERVAL_SEC, result_interval_s=cfg.SKYSCAN_RESULT_INTERVAL_SEC,
+        timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS,
+        output_dir=args.output_dir, cache_dir=args.cache_dir,
+    )
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
+                len(event.pulses), event.pulses.n_doms, event.pulses.qtot_pe)
+    if cfg.broker_mode:
+        from ..transport.mq import make_server_transport
+
+        if args.client_startup_json is None:
+            raise ConfigError("broker mode (SKYSCAN_BROKER_ADDRESS is set) needs --client-startup-json PATH")
+        transport = make_server_transport(cfg, spec, args.client_startup_json)
+        LOGGER.info("mode: broker (%s at %s); clients start from %s", cfg.SKYSCAN_BROKER_CLIENT,
+                    cfg.SKYSCAN_BROKER_ADDRESS, args.client_startup_json)
+    else:
+        from ..transport.embedded import EmbeddedTransport
+
+        if args.client_startup_json is not None:
+            raise ConfigError("--client-startup-json is for broker mode; set SKYSCAN_BROKER_ADDRESS "
+                              "(or drop the option for an embedded scan)")
+        transport = EmbeddedTransport(native.to_dict(event), spec.reco_name, spec.reco_options, args.local_workers)
+        LOGGER.info("mode: embedded, %d local worker processes (no SKYSCAN_BROKER_ADDRESS set)", args.local_workers)
+
+    reporter = _Reporter(cfg, spec, args.output_dir)
+    runner = ScanRunner(spec, transport, on_manifest=reporter.manifest, on_partial_result=reporter.partial)
+    t0 = time.monotonic()
+    try:
+        runner.resume()
+        transport.start()
+        result = runner.run()
+    except BaseException:
+        # never lose collected results: write what we have as a partial result
+        try:
+            reporter.partial(runner.result())
+            write_manifest(args.output_dir, runner.manifest())
+        except Exception as e2:  # pragma: no cover - best effort on the way out
+            LOGGER.error("could not write the partial result: %s", e2)
+        raise
+    finally:
+        runner.close()
+        transport.close()
+    npz = result.write_npz(args.output_dir)
+    js = result.write_json(args.output_dir)
+    manifest = runner.manifest()
+    write_manifest(args.output_dir, manifest)
+    LOGGER.info("result written: %s (and %s) after %.1f s", npz, js.name, time.monotonic() - t0)
+    reporter.final(result, npz, manifest)
+    if not args.no_products:
+        try:
+            from ..products import make_products
+
+            paths = make_products(npz, args.output_dir, reco=spec.reco_name, nsides=" ".join(args.nsides))
+            LOGGER.info("products written: %s", ", ".join(sorted(p.name for p in paths.values())))
+        except Exception as e:  # a failure to plot never loses the result
+            LOGGER.error("making the sky-map products failed (%s: %s); the result %s is intact",
+                         type(e).__name__, e, npz)
+    return 0
+
+
+class _Reporter:
+    """Writes the manifest and partial results locally (and to SkyDriver when configured)."""
+
+    def __init__(self, cfg: object, spec: object, output_dir: Path) -> None:
+        from ..skydriver import make_skydriver_reporter
+
+        self.output_dir = output_dir
+        self.skydriver = make_skydriver_reporter(cfg, spec)
+
+    def manifest(self, manifest: dict) -> None:  # type: ignore[type-arg]
+        from ..scan import write_manifest
+
+        write_manifest(self.output_dir, manifest)
+        if self.skydriver:
+            self.skydriver.send_manifest(manifest)
+
+    def partial(self, result: object) -> None:
+        path = result.write_npz(self.output_dir)  # type: ignore[attr-defined]
+        LOGGER.info("partial result written: %s", path.name)
+        if self.skydriver:
+            self.skydriver.send_result(result, final=False)
+
+    def final(self, result: object, npz: Path, manifest: dict) -> None:  # type: ignore[type-arg]
+        if self.skydriver:
+            self.skydriver.send_manifest(manifest)
+            self.skydriver.send_result(result, final=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
