@@ -35,6 +35,26 @@ def _median_ms(fn: Callable[[], object], repeat: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _bench_file(path: Path, repeat: int) -> str:
+    raw = path.read_bytes()
+    doc = envelope.load_message_pickle(raw) if raw[:1] == b"\x80" else json.loads(raw)
+    env = envelope.parse_envelope(doc)
+    payloads = [(stop, envelope.frame_payload(b64)) for stop, b64 in env.frames]
+    alert = decode_alert(doc, str(path))
+    q = [f for f in alert.frames if f.stop == "Q"][-1]
+    sp = alert.split_pulses
+    x, y, z = icecube86().positions(sp.string, sp.om)
+    xyz = np.stack([x, y, z], axis=1)
+    t_all = _median_ms(lambda: load_event(path), repeat)
+    t_frames = _median_ms(lambda: [parse_frame(p, s) for s, p in payloads], repeat)
+    slot = q.get("I3SuperDST")
+    buf = slot.buf if slot is not None else b""
+    t_dst = _median_ms(lambda: decode_superdst(buf), repeat) if slot is not None else float("nan")
+    t_clean = _median_ms(lambda: cleaning.online_cleaning(sp.string, sp.om, sp.time_ns, sp.lc, xyz), repeat)
+    return (f"{path.name:<42} {len(raw):>8} {sp.n_pulses:>6} {t_all:>11.1f} {t_frames:>11.1f} "
+            f"{t_dst:>9.1f} {t_clean:>9.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=7)
@@ -45,24 +65,7 @@ def main() -> None:
     print(f"{'file':<42} {'bytes':>8} {'split':>6} {'load_event':>11} {'frames+crc':>11} "
           f"{'superdst':>9} {'cleaning':>9}   (median ms of {args.repeat})")
     for path in files:
-        raw = path.read_bytes()
-        doc = envelope.load_message_pickle(raw) if raw[:1] == b"\x80" else json.loads(raw)
-        env = envelope.parse_envelope(doc)
-        payloads = [(stop, envelope.frame_payload(b64)) for stop, b64 in env.frames]
-        alert = decode_alert(doc, str(path))
-        q = [f for f in alert.frames if f.stop == "Q"][-1]
-        sp = alert.split_pulses
-        geo = icecube86()
-        x, y, z = geo.positions(sp.string, sp.om)
-        xyz = np.stack([x, y, z], axis=1)
-        t_all = _median_ms(lambda: load_event(path), args.repeat)
-        t_frames = _median_ms(lambda: [parse_frame(p, s) for s, p in payloads], args.repeat)
-        slot = q.get("I3SuperDST")
-        t_dst = _median_ms(lambda: decode_superdst(slot.buf), args.repeat) if slot else float("nan")
-        t_clean = _median_ms(lambda: cleaning.online_cleaning(sp.string, sp.om, sp.time_ns, sp.lc, xyz),
-                             args.repeat)
-        print(f"{path.name:<42} {len(raw):>8} {sp.n_pulses:>6} {t_all:>11.1f} {t_frames:>11.1f} "
-              f"{t_dst:>9.1f} {t_clean:>9.1f}")
+        print(_bench_file(path, args.repeat))
 
 
 if __name__ == "__main__":
