@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skymap_scanner.events.i3live import cleaning, i3time
+from skymap_scanner.events.i3live import cleaning, envelope, i3time
 from skymap_scanner.events.i3live.archive import DecodeError, Reader
 from skymap_scanner.events.i3live.frame import _crc32c_lanes, crc16_ccitt, crc32c, parse_frame
 from skymap_scanner.events.i3live.objects import I3Time, PulseMask, apply_mask
@@ -69,6 +69,17 @@ def test_frame_round_trip_and_checksum() -> None:
         parse_frame(raw[:-9])
     with pytest.raises(DecodeError, match="magic"):
         parse_frame(b"[i4]" + raw[4:])
+
+
+def test_version_5_frame_uses_crc16() -> None:
+    u32 = struct.Struct("<I").pack
+    body = u32(1) + b"k" + u32(1) + b"T" + u32(2) + b"ab"
+    crc = crc16_ccitt(b"Q" + u32(1) + body)
+    raw = b"[i3]" + u32(5) + b"\x00\x00Q" + u32(1) + body + struct.pack("<H", crc)
+    f = parse_frame(raw, "Q")
+    assert f.version == 5 and f.get("k") is not None and f.get("k").buf == b"ab"  # type: ignore[union-attr]
+    with pytest.raises(DecodeError, match="checksum"):
+        parse_frame(raw[:-2] + struct.pack("<H", crc ^ 1))
 
 
 def test_reader_bounds_and_counts() -> None:
@@ -196,3 +207,16 @@ def test_stats_round_qtot_to_five_decimals() -> None:
     s = cleaning.stats([1, 1, 2], [1, 1, 3], np.array([0.125, 0.575, 1.025], np.float32))
     assert (s.nch, s.npulses) == (2, 3)
     assert s.qtot == round(float(np.float32(0.125) + np.float32(0.575) + np.float32(1.025)), 5)
+
+
+@pytest.mark.parametrize("message, data, followup, expected", [
+    ({"varname": "heseEvent16Data", "value": {"zmqnotify": {"topics": "heseEvent16Data"}}}, {}, None, "HESE"),
+    ({"value": {"streams": ["neutrino"]}}, {}, None, "neutrino"),
+    ({"value": {}}, {"run_id": 1, "ehe": {}}, None, "EHE"),
+    ({"value": {"streams": ["estres"]}}, {}, None, "ESTRES"),
+    ({"value": {}}, {}, {"gold": {}}, "GOLD"),
+    ({"value": {"streams": ["bronze"]}}, {}, None, "BRONZE"),
+    ({"value": {}}, {}, None, "unknown"),
+])
+def test_event_type_from_the_alert_message(message: dict, data: dict, followup: dict | None, expected: str) -> None:
+    assert envelope.event_type(message, data, followup) == expected

@@ -187,8 +187,8 @@ def event_type(message: Mapping[str, Any], data: Mapping[str, Any], followup: Ma
     frame's ``AlertShortFollowupMsg``), in ``value.streams``, then in ``varname``
     and ``value.zmqnotify.topics`` (old HESE messages say ``heseEvent...``).
     """
-    value = message.get("value") if isinstance(message.get("value"), dict) else {}
-    assert isinstance(value, dict)
+    raw_value = message.get("value")
+    value: Mapping[str, Any] = raw_value if isinstance(raw_value, dict) else {}
     key_sets: list[list[str]] = []
     for content in (data, followup or {}):
         key_sets.append([str(k).lower() for k in content])
