@@ -4,7 +4,7 @@ Every variable begins with ``SKYSCAN_``; see the README for what each is for.
 Secrets (``SKYSCAN_BROKER_AUTH``, ``SKYSCAN_SKYDRIVER_AUTH``) are never logged.
 """
 
-from __future__ import annotations
+
 
 import dataclasses as dc
 from pathlib import Path
@@ -86,5 +86,6 @@ def setup_logging(cfg: EnvConfig) -> None:
         cfg.SKYSCAN_LOG.upper(),  # type: ignore[arg-type]
         first_party_loggers="skymap_scanner",
         third_party_level=cfg.SKYSCAN_LOG_THIRD_PARTY.upper(),  # type: ignore[arg-type]
+        future_third_parties=["pika", "mqclient", "nats", "pulsar", "urllib3", "matplotlib", "healpy"],
         use_coloredlogs=False,
     )

@@ -1,0 +1,1 @@
+"""The scan client: ``python -m skymap_scanner.client``."""

@@ -1,0 +1,142 @@
+"""``python -m skymap_scanner.client``: fit pixels for a scan server.
+
+Long-lived mode (``--client-startup-json PATH``): load the event and reco once,
+then consume work messages, fit, publish the reply and only then ack, until no
+work arrives for a while. Single-message mode (``--infile IN --outfile OUT``,
+for the EWMS pilot): fit the one work message in IN and write the reply to OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import ConfigError, MessageError, SkyScanError
+
+LOGGER = logging.getLogger("skymap_scanner.client")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m skymap_scanner.client",
+                                description="Fit pixels for a skymap_scanner server over a broker (or one "
+                                            "message from a file, for the EWMS pilot).")
+    p.add_argument("--client-startup-json", type=Path, required=True,
+                   help="the JSON the server wrote (scan id, queues, reco, event)")
+    p.add_argument("--infile", type=Path, default=None, help="single-message mode: the work message (JSON)")
+    p.add_argument("--outfile", type=Path, default=None, help="single-message mode: where the reply goes (JSON)")
+    p.add_argument("--version", action="version", version=f"skymap_scanner {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if (args.infile is None) != (args.outfile is None):
+        print("skymap_scanner.client: error: --infile and --outfile go together", file=sys.stderr)
+        return 2
+    try:
+        from ..config import read_env_config, setup_logging
+
+        cfg = read_env_config()
+        setup_logging(cfg)
+        if args.infile is not None:
+            return _single(args)
+        return asyncio.run(_serve(args, cfg))
+    except SkyScanError as e:
+        print(f"skymap_scanner.client: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(startup: dict[str, Any]) -> Any:
+    from ..events import event_from_json_dict
+    from ..worker import PixelWorker
+
+    event = event_from_json_dict(startup["event"], "client-startup event")
+    return PixelWorker(event, startup["reco_algo"], startup.get("reco_options") or {})
+
+
+def _single(args: argparse.Namespace) -> int:
+    from ..messages import decode_work
+    from ..transport.mq import read_startup_json
+    from ..utils.atomic import atomic_write_text
+
+    startup = read_startup_json(args.client_startup_json)
+    try:
+        raw = args.infile.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{args.infile}: cannot read ({e.strerror})") from None
+    work = decode_work(raw)
+    if work.scan_id != startup["scan_id"]:
+        raise MessageError(f"{args.infile}: work for scan {work.scan_id!r}, not {startup['scan_id']!r}")
+    reply = _load(startup).handle(work)
+    atomic_write_text(args.outfile, json.dumps(reply.to_dict(), allow_nan=False))
+    return 0
+
+
+async def _serve(args: argparse.Namespace, cfg: Any) -> int:
+    from ..messages import decode_work
+    from ..transport.mq import broker_settings, read_startup_json, redact_address
+
+    startup = read_startup_json(args.client_startup_json)
+    address = cfg.SKYSCAN_BROKER_ADDRESS or startup["broker_address"]
+    settings = broker_settings(cfg, address)
+    if settings.client != startup["broker_client"] and not cfg.SKYSCAN_BROKER_ADDRESS:
+        settings = type(settings)(startup["broker_client"], address, settings.auth, settings.timeout_to_clients_s)
+    worker = _load(startup)
+    scan_id = startup["scan_id"]
+    LOGGER.info("client for scan %s: reco %s, broker %s at %s, queues %s -> %s", scan_id, startup["reco_algo"],
+                settings.client, redact_address(settings.address), startup["queue_to_clients"],
+                startup["queue_from_clients"])
+    n_done = n_dropped = 0
+    first_wait = cfg.SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE
+    idle_wait = cfg.SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE
+    t_last = time.monotonic()
+    delay = 0.5
+    while True:
+        limit = first_wait if n_done + n_dropped == 0 else idle_wait
+        remaining = limit - (time.monotonic() - t_last)
+        if remaining <= 0:
+            break
+        try:
+            in_q = settings.make_queue(startup["queue_to_clients"], prefetch=1,
+                                       timeout_s=max(1, int(min(remaining, idle_wait))))
+            out_q = settings.make_queue(startup["queue_from_clients"])
+            # open_sub acks a message only when the loop body finished (reply published) and asks
+            # for the next; an exception in the body nacks it (requeued). A crash in between only
+            # makes a duplicate, which the server drops.
+            async with out_q.open_pub() as pub, in_q.open_sub() as sub:
+                async for data in sub:
+                    t_last = time.monotonic()
+                    delay = 0.5
+                    try:
+                        work = decode_work(data)
+                        if work.scan_id != scan_id:
+                            raise MessageError(f"work for another scan ({work.scan_id[:64]})")
+                    except MessageError as e:
+                        n_dropped += 1
+                        LOGGER.warning("dropped a work message: %s", e)
+                        continue
+                    reply = worker.handle(work)
+                    await pub.send(reply.to_dict())
+                    n_done += 1
+                    t_last = time.monotonic()
+                    if n_done % 50 == 0:
+                        LOGGER.info("%d work messages done", n_done)
+        except Exception as e:  # broker gone, connection lost: reconnect until the idle limit
+            LOGGER.warning("broker connection problem (%s: %s); reconnecting in %.1f s", type(e).__name__, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+    LOGGER.info("no work for %.0f s: done after %d messages (%d dropped)", limit, n_done, n_dropped)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""Broker transport over oms-mqclient (RabbitMQ by default, NATS, Pulsar).
+
+mqclient's API is asyncio over blocking broker clients, so publishing and
+consuming each run in a thread with its own event loop and connection; the scan
+loop talks to them through thread-safe queues. Both threads reconnect with
+backoff when the broker goes away (a waiting consumer does not reconnect by
+itself). Results are acked once handed to the scan loop: a result lost by a
+server crash before it was checkpointed is simply re-done on resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import EnvConfig
+from ..errors import ConfigError, SkyScanError
+from ..events import native
+from ..utils.atomic import atomic_write_text
+from . import Transport
+
+LOGGER = logging.getLogger(__name__)
+STARTUP_FORMAT = "skymap-scanner-client-startup/1"
+
+
+def queue_names(scan_id: str) -> tuple[str, str]:
+    """(to-clients, from-clients) queue names: legal on RabbitMQ, NATS and Pulsar."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", scan_id)
+    return f"skyscan-{safe}-to-clients", f"skyscan-{safe}-from-clients"
+
+
+def redact_address(address: str) -> str:
+    """The broker address without any password (``user:pass@host`` -> ``user@host``)."""
+    return re.sub(r"^([^:/@]+):[^@]*@", r"\1@", address)
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    client: str
+    address: str
+    auth: str  # never logged
+    timeout_to_clients_s: int
+
+    def make_queue(self, name: str, *, prefetch: int = 1, timeout_s: int = 5) -> Any:
+        from mqclient import Queue
+
+        try:
+            return Queue(self.client, address=self.address, name=name, prefetch=prefetch,
+                         timeout=max(1, int(timeout_s)), auth_token=self.auth, retries=2, retry_delay=1.0,
+                         except_errors=False)
+        except Exception as e:  # unknown broker client, missing extra, bad address
+            raise ConfigError(f"cannot set up a {self.client} queue at {redact_address(self.address)}: "
+                              f"{type(e).__name__}: {e}") from None
+
+
+class _Publisher(threading.Thread):
+    """Publishes payloads from ``outbox``; reconnects with backoff on failure."""
+
+    def __init__(self, settings: BrokerSettings, name: str, outbox: queue.Queue[dict[str, Any] | None]) -> None:
+        super().__init__(name=f"pub-{name}", daemon=True)
+        self.settings, self.qname, self.outbox = settings, name, outbox
+        self.error: str | None = None
+        self.failing_since: float | None = None
+        self.sent = 0
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        pending: dict[str, Any] | None = None
+        delay = 0.5
+        while True:
+            try:
+                q = self.settings.make_queue(self.qname)
+                async with q.open_pub() as pub:
+                    while True:
+                        if pending is None:
+                            pending = await asyncio.to_thread(self.outbox.get)
+                            if pending is None:
+                                return
+                        await pub.send(pending)
+                        pending = None
+                        self.sent += 1
+                        self.failing_since = None
+                        delay = 0.5
+            except Exception as e:
+                self.error = f"{type(e).__name__}: {e}"
+                self.failing_since = self.failing_since or time.monotonic()
+                LOGGER.warning("publishing to %s failed (%s); reconnecting in %.1f s", self.qname, self.error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+
+class _Consumer(threading.Thread):
+    """Consumes from a queue into ``inbox`` (acking each message once handed over)."""
+
+    def __init__(self, settings: BrokerSettings, name: str, inbox: queue.Queue[Any], stop: threading.Event,
+                 prefetch: int = 50) -> None:
+        super().__init__(name=f"sub-{name}", daemon=True)
+        self.settings, self.qname, self.inbox, self.stop, self.prefetch = settings, name, inbox, stop, prefetch
+        self.received = 0
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        delay = 0.5
+        while not self.stop.is_set():
+            try:
+                q = self.settings.make_queue(self.qname, prefetch=self.prefetch, timeout_s=2)
+                # open_sub acks each message when the loop asks for the next one (after it was handed
+                # over); it also keeps consuming on the channel that delivered, unlike per-message gets
+                async with q.open_sub() as sub:
+                    async for data in sub:
+                        self.inbox.put(data)
+                        self.received += 1
+                        delay = 0.5
+                        if self.stop.is_set():
+                            break
+            except Exception as e:
+                if self.stop.is_set():
+                    return
+                LOGGER.warning("consuming from %s failed (%s: %s); reconnecting in %.1f s",
+                               self.qname, type(e).__name__, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+
+class MQServerTransport(Transport):
+    """Server side: work out on the to-clients queue, results in from the from-clients queue."""
+
+    mode = "broker"
+
+    def __init__(self, settings: BrokerSettings, scan_id: str, startup_json: Path, startup_doc: dict[str, Any],
+                 max_in_flight_batches: int = 64) -> None:
+        self.settings = settings
+        self.to_clients, self.from_clients = queue_names(scan_id)
+        self.startup_json = Path(startup_json)
+        self.startup_doc = startup_doc
+        self.max_in_flight_batches = max_in_flight_batches
+        self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._pub = _Publisher(settings, self.to_clients, self._outbox)
+        self._sub = _Consumer(settings, self.from_clients, self._inbox, self._stop)
+        self._closed = False
+
+    def start(self) -> None:
+        self._pub.start()
+        self._sub.start()
+        atomic_write_text(self.startup_json, json.dumps(self.startup_doc, indent=1))
+        LOGGER.info("wrote client-startup JSON %s (queues %s / %s)", self.startup_json, self.to_clients,
+                    self.from_clients)
+
+    def send(self, payload: dict[str, Any]) -> None:
+        self._outbox.put(payload)
+
+    def receive(self, timeout_s: float) -> list[Any]:
+        out = []
+        try:
+            out.append(self._inbox.get(timeout=timeout_s))
+            while len(out) < 1000:
+                out.append(self._inbox.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    def maintain(self) -> list[str]:
+        since = self._pub.failing_since
+        if since is not None and time.monotonic() - since > self.settings.timeout_to_clients_s:
+            raise SkyScanError(f"could not publish to the broker for {self.settings.timeout_to_clients_s} s "
+                               f"(SKYSCAN_MQ_TIMEOUT_TO_CLIENTS): {self._pub.error}")
+        return []
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._outbox.put(None)
+        self._pub.join(timeout=10)
+        self._sub.join(timeout=10)
+
+
+def broker_settings(cfg: EnvConfig, address: str | None = None) -> BrokerSettings:
+    return BrokerSettings(cfg.SKYSCAN_BROKER_CLIENT, address or cfg.SKYSCAN_BROKER_ADDRESS, cfg.broker_auth(),
+                          cfg.SKYSCAN_MQ_TIMEOUT_TO_CLIENTS)
+
+
+def make_server_transport(cfg: EnvConfig, spec: Any, startup_json: Path) -> MQServerTransport:
+    """The server's broker transport and the client-startup document it will write."""
+    settings = broker_settings(cfg)
+    to_clients, from_clients = queue_names(spec.scan_id)
+    doc = {
+        "format": STARTUP_FORMAT,
+        "scanner_version": __version__,
+        "scan_id": spec.scan_id,
+        "broker_client": settings.client,
+        "broker_address": redact_address(settings.address),
+        "queue_to_clients": to_clients,
+        "queue_from_clients": from_clients,
+        "reco_algo": spec.reco_name,
+        "reco_options": dict(spec.reco_options),
+        "nsides": " ".join(str(s) for s in spec.steps),
+        "event": native.to_dict(spec.event),
+    }
+    return MQServerTransport(settings, spec.scan_id, startup_json, doc)
+
+
+def read_startup_json(path: Path) -> dict[str, Any]:
+    """Read and check a client-startup JSON; clear one-line errors."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such client-startup JSON") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable client-startup JSON ({type(e).__name__})") from None
+    if not isinstance(doc, dict) or doc.get("format") != STARTUP_FORMAT:
+        raise ConfigError(f"{path}: not a {STARTUP_FORMAT} document")
+    for key in ("scan_id", "broker_client", "broker_address", "queue_to_clients", "queue_from_clients",
+                "reco_algo", "event"):
+        if key not in doc:
+            raise ConfigError(f"{path}: missing '{key}'")
+    return doc
