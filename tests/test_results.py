@@ -1,0 +1,77 @@
+"""Result files: skyreader reads our .npz and JSON; writes are atomic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skymap_scanner.collector import RESULT_DTYPE
+from skymap_scanner.results import EventMeta, ScanResult, load_result
+
+
+def make_result() -> ScanResult:
+    rng = np.random.default_rng(0)
+    maps = {}
+    for nside, n in ((8, 768), (64, 300)):
+        arr = np.zeros(n, dtype=RESULT_DTYPE)
+        arr["index"] = rng.choice(12 * nside * nside, n, replace=False)
+        arr["llh"] = rng.uniform(10, 100, n)
+        for f in ("E_in", "E_tot", "X", "Y", "Z", "T"):
+            arr[f] = rng.normal(size=n)
+        maps[nside] = arr
+    maps[64]["llh"][17] = 1.5  # the planted best
+    maps[8]["llh"][3] = np.nan  # a failed pixel
+    return ScanResult(EventMeta(136662, 35405932, "BRONZE", 59723.3205, True), maps, {8: True, 64: False})
+
+
+def test_name_and_best() -> None:
+    r = make_result()
+    assert r.filename() == "run00136662.evt000035405932.BRONZE_8_64.npz"
+    assert r.best() == (64, int(r.maps[64]["index"][17]), 1.5)
+
+
+def test_skyreader_reads_npz_and_json(tmp_path: Path) -> None:
+    skyreader = pytest.importorskip("skyreader", reason="icecube-skyreader is a test dependency: pip install -e '.[test]'")
+    r = make_result()
+    npz = r.write_npz(tmp_path)
+    js = r.write_json(tmp_path)
+    for loaded in (skyreader.SkyScanResult.read_npz(npz), skyreader.SkyScanResult.read_json(js)):
+        md = loaded.get_event_metadata()
+        assert (md.run_id, md.event_id, md.event_type, md.is_real_event) == (136662, 35405932, "BRONZE", True)
+        best = loaded.best_fit
+        assert int(best["index"]) == r.best()[1] and float(best["llh"]) == pytest.approx(1.5)
+        arr = loaded.result["nside-64"]
+        assert np.all(np.diff(arr["index"]) > 0)  # sorted by index
+        assert arr.dtype.metadata["nside"] == 64 and not bool(arr.dtype.metadata["complete"])
+    a = skyreader.SkyScanResult.read_npz(npz)
+    b = skyreader.SkyScanResult.read_json(js)
+    assert a.is_close(b, equal_nan=True)
+    assert json.loads(js.read_text())["nside-8"]["columns"] == ["index", "llh", "E_in", "E_tot", "X", "Y", "Z", "T"]
+
+
+def test_load_result_round_trip(tmp_path: Path) -> None:
+    r = make_result()
+    back = load_result(r.write_npz(tmp_path))
+    assert back.meta == r.meta and back.complete == {8: True, 64: False}
+    for n in r.maps:
+        a = np.sort(r.maps[n], order="index")
+        for f in a.dtype.names or ():
+            assert np.array_equal(a[f], back.maps[n][f], equal_nan=(f != "index"))
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = make_result()
+    path = r.write_npz(tmp_path)
+    before = path.read_bytes()
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(RuntimeError):
+        r.write_npz(tmp_path)
+    assert path.read_bytes() == before  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temp left behind
