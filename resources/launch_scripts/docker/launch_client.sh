@@ -2,7 +2,7 @@
 # Run one skymap_scanner client in a container, with its files mounted.
 #
 #   launch_client.sh --client-startup-json STARTUP.json [other client options]   # long-lived worker
-#   launch_client.sh --infile IN.json --outfile OUT.json                          # one message (EWMS pilot)
+#   launch_client.sh --client-startup-json STARTUP.json --infile IN.json --outfile OUT.json  # one message (EWMS pilot)
 #
 # Arguments are those of `python -m skymap_scanner.client`. The client-startup JSON (written by the server;
 # wait for it with ../wait_for_file.sh) and --infile are mounted read-only at /local/startup and /local/in,
