@@ -528,3 +528,144 @@ def test_build_context_makes_a_wheel_with_the_geometry(tmp_path: Path) -> None:
     assert "skymap_scanner/data/icecube86_inice_geometry.csv" in names
     assert "skymap_scanner/data/ice_transparency.csv" in names
     assert not [n for n in names if n.startswith("tests/")]
+
+
+def test_default_command_prints_both_helps() -> None:
+    """The image's CMD, run here with the installed package (the image's venv python is on PATH there)."""
+    cmd = json.loads(dict(dockerfile_instructions(ROOT / "Dockerfile"))["CMD"])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: python -m skymap_scanner.server" in proc.stdout
+    assert "usage: python -m skymap_scanner.client" in proc.stdout
+
+
+# --- the whole Docker flow with a docker stand-in that runs the container command on this host ----------
+
+SHIM_DOCKER = """#!{python}
+# Stands in for `docker run`: runs the container's command on this host, with only the --env variables
+# (the container's isolation) and with container paths mapped back through the --mount options.
+import os, sys
+
+args = sys.argv[1:]
+assert args.pop(0) == "run", sys.argv
+mounts, env = [], {{}}
+while args[0].startswith("--"):
+    opt = args.pop(0)
+    if opt in ("--rm", "--init"):
+        continue
+    value = args.pop(0)
+    if opt == "--mount":
+        fields = dict(p.partition("=")[::2] for p in value.split(","))
+        mounts.append((fields["target"], fields["source"]))
+    elif opt == "--env":
+        name, eq, val = value.partition("=")
+        if eq:
+            env[name] = val
+        elif name in os.environ:
+            env[name] = os.environ[name]
+image, cmd = args[0], args[1:]
+
+def to_host(s):
+    for target, source in sorted(mounts, key=lambda m: -len(m[0])):
+        if s == target or s.startswith(target + "/"):
+            return source + s[len(target):]
+    return s
+
+env = {{k: to_host(v) for k, v in env.items()}}
+env["PATH"] = os.environ["PATH"]
+env["HOME"] = os.environ.get("HOME", "/tmp")
+cmd = [to_host(a) for a in cmd]
+assert cmd[0] == "python"
+os.execve(sys.executable, [sys.executable, *cmd[1:]], env)
+"""
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_docker_flow_end_to_end_with_a_host_shim(tmp_path: Path) -> None:
+    """launch_server.sh, wait_for_file.sh and two launch_client.sh over the local RabbitMQ, the
+    "containers" seeing only the forwarded variables and the mounted paths."""
+    import socket
+
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError:
+        if in_ci:
+            pytest.fail("CI=true but no RabbitMQ answers on 127.0.0.1:5672")
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672 (start it with: rabbitmq-server -detached)")
+    skyreader = pytest.importorskip("skyreader", reason="icecube-skyreader reads the result file")
+    import numpy as np
+
+    bindir = tmp_path / "shimbin"
+    bindir.mkdir()
+    (bindir / "docker").write_text(SHIM_DOCKER.format(python=sys.executable))
+    (bindir / "docker").chmod(0o755)
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(_small_native_event()))
+    out, cache, startup = tmp_path / "out", tmp_path / "cache", tmp_path / "startup" / "startup.json"
+    env = {
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "SKYSCAN_BROKER_CLIENT": "rabbitmq",
+        "SKYSCAN_BROKER_ADDRESS": "127.0.0.1",
+        "SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE": "10",
+        "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE": "120",
+        "SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS": "120",
+    }
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def launch(name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        with open(logs / f"{name}.log", "wb") as log:
+            p = subprocess.Popen(["bash", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(p)
+        return p
+
+    try:
+        server = launch("server", [str(LAUNCH_SERVER), "--event-file", str(event), "--reco-algo", "dummy",
+                                   "--output-dir", str(out), "--cache-dir", str(cache),
+                                   "--client-startup-json", str(startup), "--nsides", "8:0"])  # fmt: skip
+        waited = subprocess.run(
+            ["bash", str(WAIT_FOR_FILE), str(startup), "120"], capture_output=True, timeout=180
+        )
+        assert waited.returncode == 0, (logs / "server.log").read_text()[-3000:]
+        clients = [
+            launch(f"client-{i}", [str(LAUNCH_CLIENT), "--client-startup-json", str(startup)])
+            for i in range(2)
+        ]
+        assert server.wait(timeout=300) == 0, (logs / "server.log").read_text()[-3000:]
+        for i, c in enumerate(clients):
+            assert c.wait(timeout=120) == 0, (logs / f"client-{i}.log").read_text()[-3000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    (npz,) = out.glob("*.npz")
+    pixels = skyreader.SkyScanResult.read_npz(npz).result["nside-8"]
+    assert np.array_equal(pixels["index"], np.arange(12 * 8**2))
+    assert np.isfinite(pixels["llh"]).all()
+
+
+def _small_native_event() -> dict[str, Any]:
+    """A small synthetic event in the project's own format (the dummy reco needs only pulses)."""
+    doms = [(s, o) for s in range(34, 40) for o in range(20, 40, 4)]
+    return {
+        "format": "skymap-scanner-event/1",
+        "run_id": 515151,
+        "event_id": 3,
+        "event_type": "deploy_test",
+        "mjd": 60100.5,
+        "is_real_event": False,
+        "geometry": "icecube86",
+        "pulses": {
+            "string": [s for s, _ in doms],
+            "om": [o for _, o in doms],
+            "time": [10000.0 + 7.0 * i for i in range(len(doms))],
+            "charge": [1.0 + 0.2 * i for i in range(len(doms))],
+            "lc": [True] * len(doms),
+        },
+    }
