@@ -455,3 +455,52 @@ def test_forwarded_environment_is_exactly_the_prefixed_variables() -> None:
 @pytest.mark.parametrize("value", ["8GB", "512MB", "4000", "1.5 GB", "2GiB", "100K"])
 def test_sizes_accepted(value: str) -> None:
     assert cs.check_size("--memory", value) == value.strip()
+
+
+def test_htcondor_itself_reads_the_description(
+    startup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real bindings (when installed) turn the printed description into the job ads we mean."""
+    monkeypatch.setenv("CONDOR_CONFIG", os.devnull)  # no pool here: only the submit-language parser is used
+    htcondor = pytest.importorskip(
+        "htcondor", reason="the htcondor bindings are not installed (pip install 'htcondor<25')"
+    )
+    env = {"SKYSCAN_BROKER_ADDRESS": "mq:5672/", "EWMS_X": "a 'b' \"c\""}
+    args = base_args(
+        startup, "--memory", "6GB", "--disk", "2GB", "--cpus", "3", "--logs-dir", str(tmp_path / "l")
+    )
+    args += ["--client-args-json", '{"--opt": "it\'s a \\"test\\"", "--flag": true}', "--dry-run"]
+    proc = run_starter(args, env)
+    assert proc.returncode == 0, proc.stderr
+    sub = htcondor.Submit(proc.stdout)
+    ads = list(sub.jobs(count=7))
+    assert len(ads) == 7
+    ad = ads[0]
+
+    def v2(raw: str) -> str:  # a job ad holds the V2 string without the submit file's outer quotes
+        return '"' + raw.replace('"', '""') + '"'
+
+    assert parse_condor_list(v2(ad["Arguments"])) == [
+        "-m", "skymap_scanner.client", "--client-startup-json", "startup.json", "--opt", 'it\'s a "test"', "--flag",
+    ]  # fmt: skip
+    assert parse_environment(v2(ad["Environment"])) == env
+    assert ad["Cmd"] == "/opt/skyscan/bin/python" and ad["TransferExecutable"] is False
+    assert (
+        ad["SingularityImage"] == "/cvmfs/icecube.opensciencegrid.org/containers/realtime/skymap_scanner:v3.1"
+    )
+    assert ad["RequestMemory"] == 6 * 1024 and ad["RequestCpus"] == 3 and ad["RequestDisk"] == 2 * 1024 * 1024
+    assert ad["TransferInput"] == str(startup)
+    assert "HAS_CVMFS_icecube_opensciencegrid_org && has_avx" in str(ad["Requirements"])
+    assert ad["UserLog"] == str(tmp_path / "l" / "clients.log")
+    # --submit hands the bindings the same commands as a dict: it must mean the same jobs
+    from_dict = list(htcondor.Submit(parse_submit(proc.stdout)[0]).jobs(count=1))[0]
+    for key in (
+        "Arguments",
+        "Environment",
+        "Cmd",
+        "SingularityImage",
+        "RequestMemory",
+        "TransferInput",
+        "Requirements",
+    ):
+        assert from_dict[key] == ad[key], key
