@@ -503,4 +503,4 @@ def test_htcondor_itself_reads_the_description(
         "TransferInput",
         "Requirements",
     ):
-        assert from_dict[key] == ad[key], key
+        assert str(from_dict[key]) == str(ad[key]), key
