@@ -21,6 +21,7 @@ from .. import __version__
 from ..errors import ConfigError, MessageError, SkyScanError
 
 LOGGER = logging.getLogger("skymap_scanner.client")
+SESSION_IDLE_S = 5  # s without work before a subscription is closed and re-opened
 
 
 def parser() -> argparse.ArgumentParser:
@@ -105,15 +106,19 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
         remaining = limit - (time.monotonic() - t_last)
         if remaining <= 0:
             break
+        # short subscriptions, re-opened after any idle gap: mqclient's RabbitMQ subscriber strands
+        # messages on its first channel once it has been idle (see skymap_scanner.transport.mq)
+        session_s = max(1, int(min(remaining, SESSION_IDLE_S)))
         try:
-            in_q = settings.make_queue(startup["queue_to_clients"], prefetch=1,
-                                       timeout_s=max(1, int(min(remaining, idle_wait))))
+            in_q = settings.make_queue(startup["queue_to_clients"], prefetch=1, timeout_s=session_s)
             out_q = settings.make_queue(startup["queue_from_clients"])
             # open_sub acks a message only when the loop body finished (reply published) and asks
             # for the next; an exception in the body nacks it (requeued). A crash in between only
             # makes a duplicate, which the server drops.
             async with out_q.open_pub() as pub, in_q.open_sub() as sub:
+                t_prev = time.monotonic()
                 async for data in sub:
+                    gap = time.monotonic() - t_prev
                     t_last = time.monotonic()
                     delay = 0.5
                     try:
@@ -123,13 +128,15 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
                     except MessageError as e:
                         n_dropped += 1
                         LOGGER.warning("dropped a work message: %s", e)
-                        continue
-                    reply = worker.handle(work)
-                    await pub.send(reply.to_dict())
-                    n_done += 1
-                    t_last = time.monotonic()
-                    if n_done % 50 == 0:
-                        LOGGER.info("%d work messages done", n_done)
+                    else:
+                        reply = worker.handle(work)
+                        await pub.send(reply.to_dict())
+                        n_done += 1
+                        if n_done % 50 == 0:
+                            LOGGER.info("%d work messages done", n_done)
+                    t_last = t_prev = time.monotonic()
+                    if gap >= session_s:
+                        break  # this one may have come on mqclient's reserve channel: re-open
         except Exception as e:  # broker gone, connection lost: reconnect until the idle limit
             LOGGER.warning("broker connection problem (%s: %s); reconnecting in %.1f s", type(e).__name__, e, delay)
             await asyncio.sleep(delay)

@@ -6,6 +6,14 @@ loop talks to them through thread-safe queues. Both threads reconnect with
 backoff when the broker goes away (a waiting consumer does not reconnect by
 itself). Results are acked once handed to the scan loop: a result lost by a
 server crash before it was checkpointed is simply re-done on resume.
+
+mqclient's RabbitMQ subscriber, after ``timeout`` s without a message, moves on
+to a second ("reserve") channel while the first channel's consumer stays
+registered: messages the broker then hands to the first channel sit there
+(prefetched, unread) until the second one is idle for ``timeout`` s too. So a
+subscription here is used for one stretch of traffic only: the first message
+after a gap of ``timeout`` s or more is taken, and then the connection is
+re-opened, which returns anything stranded on the old channel to the queue.
 """
 
 from __future__ import annotations
@@ -39,8 +47,8 @@ def queue_names(scan_id: str) -> tuple[str, str]:
 
 
 def redact_address(address: str) -> str:
-    """The broker address without any password (``user:pass@host`` -> ``user@host``)."""
-    return re.sub(r"^([^:/@]+):[^@]*@", r"\1@", address)
+    """The broker address without any password (``[scheme://]user:pass@host`` -> ``[scheme://]user@host``)."""
+    return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^:/@]*):[^@/]*@", r"\1@", address)
 
 
 @dataclass(frozen=True)
@@ -104,10 +112,12 @@ class _Consumer(threading.Thread):
     """Consumes from a queue into ``inbox`` (acking each message once handed over)."""
 
     def __init__(self, settings: BrokerSettings, name: str, inbox: queue.Queue[Any], stop: threading.Event,
-                 prefetch: int = 50) -> None:
+                 prefetch: int = 50, idle_s: int = 2) -> None:
         super().__init__(name=f"sub-{name}", daemon=True)
         self.settings, self.qname, self.inbox, self.stop, self.prefetch = settings, name, inbox, stop, prefetch
+        self.idle_s = idle_s
         self.received = 0
+        self.sessions = 0
 
     def run(self) -> None:
         asyncio.run(self._main())
@@ -116,16 +126,20 @@ class _Consumer(threading.Thread):
         delay = 0.5
         while not self.stop.is_set():
             try:
-                q = self.settings.make_queue(self.qname, prefetch=self.prefetch, timeout_s=2)
+                q = self.settings.make_queue(self.qname, prefetch=self.prefetch, timeout_s=self.idle_s)
+                self.sessions += 1
                 # open_sub acks each message when the loop asks for the next one (after it was handed
-                # over); it also keeps consuming on the channel that delivered, unlike per-message gets
+                # over), and acks the last one on a clean exit from the loop
                 async with q.open_sub() as sub:
+                    t_last = time.monotonic()
                     async for data in sub:
                         self.inbox.put(data)
                         self.received += 1
                         delay = 0.5
-                        if self.stop.is_set():
-                            break
+                        now = time.monotonic()
+                        gap, t_last = now - t_last, now
+                        if self.stop.is_set() or gap >= self.idle_s:
+                            break  # after an idle gap: re-open (see the module docstring)
             except Exception as e:
                 if self.stop.is_set():
                     return
@@ -188,7 +202,9 @@ class MQServerTransport(Transport):
         self._stop.set()
         self._outbox.put(None)
         self._pub.join(timeout=10)
-        self._sub.join(timeout=10)
+        # the consumer may be blocked in a broker wait for up to 2 x its idle time; it is a daemon
+        # thread and anything it has not acked goes back to the queue, so do not wait for it long
+        self._sub.join(timeout=1)
 
 
 def broker_settings(cfg: EnvConfig, address: str | None = None) -> BrokerSettings:
