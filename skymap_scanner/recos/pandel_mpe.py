@@ -1,0 +1,180 @@
+"""``pandel_mpe``: a pure-Python Pandel MPE muon-track fit for a fixed direction.
+
+For each (pixel, posvar) the direction is fixed and three parameters are fitted: the track's
+offset (a, b) in m in the plane perpendicular to it (relative to the event's charge-weighted
+centre) and the time t0 in ns at which the muon passes its point of closest approach to that
+centre (the along-track coordinate is degenerate and pinned there). The likelihood is the MPE
+form of the jitter-convolved Pandel pdf for the first pulse of each hit DOM (see
+:mod:`._pandel`) with a noise floor; minimised by a small box-bounded BFGS using the analytic gradient.
+
+Position variations (``n_posvar``, default 3):
+
+* first nside (no parent seed): 0 = charge-weighted centre, 1 = LineFit centre, 2.. = points on a
+  ring of ``posvar_radius_m`` around the charge-weighted centre (IceCube-style seed pattern);
+* refined nsides (parent seed given): 0 = the parent pixel's best vertex, 1 = charge-weighted
+  centre, 2.. = points on the ring around the parent vertex. With ``refined_full=false`` the
+  ring points at refined nsides are only evaluated at their start (one likelihood call, no
+  minimisation): the parent seed is already good, and this saves ~half the scan time.
+
+Reported: llh (negative log-likelihood), X, Y, Z (m) the fitted vertex, T (ns).
+E_tot = total charge (PE) of the cleaned pulses; E_in = charge (PE) of the cleaned DOMs within
+100 m of the fitted track. Both are charge proxies in PE, NOT energies in GeV.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..events.model import Event
+from . import _pandel as pm
+from ._pandel_prep import (
+    DomHits,
+    charge_weighted_centre,
+    first_pulses,
+    line_fit,
+    seeded_rt_mask,
+)
+from .base import FitResult, Reco, Vertex
+
+E_IN_RADIUS_M = 100.0
+PERP_BOUND_M = 1000.0
+TIME_MARGIN_NS = 5000.0
+PARAM_SCALE = np.array([10.0, 10.0, 30.0])  # typical sizes of (a m, b m, t0 ns) for the first step
+F_TOL = 1e-3  # stop after two iterations gaining < 1e-3 in llh
+
+
+@dataclass(frozen=True)
+class PandelPrepared:
+    """Everything fit() needs, computed once per event."""
+
+    hits: DomHits
+    centre_m: np.ndarray  # charge-weighted centre, the reference point of (a, b)
+    dom_rel_m: np.ndarray  # (n, 3) DOM positions minus centre
+    data: pm.MPEData
+    linefit_point_m: np.ndarray
+    linefit_t_ns: float
+    extra_seeds: tuple[Vertex, ...]  # from online fits, if any
+    qtot_pe: float
+    ice: pm.IceModel
+    cells: pm.CellTable
+    log_floor: float
+
+
+class PandelMPE(Reco):
+    """Pandel MPE track fit with fixed direction, pure numpy/scipy."""
+
+    name = "pandel_mpe"
+    OPTIONS = {
+        "n_posvar": (int, 3, "position variations per pixel (>= 1)"),
+        "posvar_radius_m": (float, 40.0, "radius (m) of the ring of seed variations"),
+        "refined_full": (bool, False, "also minimise the ring variations at refined nsides"),
+        "hlc_only": (bool, False, "use only HLC (local-coincidence) pulses"),
+        "noise_floor_per_ns": (float, 1e-6, "noise floor of the per-DOM likelihood (1/ns)"),
+        "jitter_ns": (float, 15.0, "Gaussian time jitter folded into the Pandel pdf (ns)"),
+        "use_online_seeds": (bool, True, "use vertices of online fits in the event as extra seeds"),
+        "max_iter": (int, 50, "maximum L-BFGS-B iterations per fit"),
+    }
+
+    @property
+    def n_posvar(self) -> int:
+        return max(1, int(self.options["n_posvar"]))
+
+    def prepare(self, event: Event) -> PandelPrepared:
+        pulses = event.pulses
+        if self.options["hlc_only"] and pulses.lc.sum() >= 3:
+            pulses = pulses.select(pulses.lc)
+        mask = seeded_rt_mask(pulses)
+        cleaned = pulses.select(mask)
+        hits = first_pulses(cleaned)
+        if hits.t1_ns.size < 3:  # cleaning left too little: use everything
+            cleaned = pulses
+            hits = first_pulses(pulses)
+        centre = charge_weighted_centre(hits)
+        lf = line_fit(hits)
+        seeds: list[Vertex] = []
+        if self.options["use_online_seeds"]:
+            for fit in event.online_fits.values():
+                v = Vertex(fit.x_m, fit.y_m, fit.z_m, fit.time_ns)
+                if v.is_finite():
+                    seeds.append(v)
+        ice = pm.IceModel(jitter_ns=float(self.options["jitter_ns"]))
+        return PandelPrepared(
+            hits=hits,
+            centre_m=centre,
+            dom_rel_m=hits.pos_m - centre,
+            data=pm.mpe_data(hits.t1_ns, hits.charge_pe),
+            linefit_point_m=lf.point_m,
+            linefit_t_ns=lf.t_ns,
+            extra_seeds=tuple(seeds),
+            qtot_pe=float(cleaned.charge_pe.sum()),
+            ice=ice,
+            cells=pm.cell_table_for(ice),
+            log_floor=math.log(float(self.options["noise_floor_per_ns"])),
+        )
+
+    def _start(
+        self, prep: PandelPrepared, frame: pm.DirectionFrame, posvar: int, seed: Vertex | None
+    ) -> tuple[float, float]:
+        """(a, b) in m where variation ``posvar`` starts."""
+
+        def ab(point: np.ndarray) -> tuple[float, float]:
+            rel = point - prep.centre_m
+            return float((rel * frame.e1).sum()), float((rel * frame.e2).sum())
+
+        if seed is not None and seed.is_finite():
+            base = [ab(np.array([seed.x_m, seed.y_m, seed.z_m])), (0.0, 0.0)]
+        else:
+            base = [(0.0, 0.0), ab(prep.linefit_point_m)]
+        base += [ab(np.array([s.x_m, s.y_m, s.z_m])) for s in prep.extra_seeds]
+        if posvar < len(base):
+            return base[posvar]
+        k = posvar - len(base)
+        n_ring = max(1, self.n_posvar - len(base))
+        angle = 2 * math.pi * k / n_ring
+        r = float(self.options["posvar_radius_m"])
+        return base[0][0] + r * math.cos(angle), base[0][1] + r * math.sin(angle)
+
+    @staticmethod
+    def _t0_start(prep: PandelPrepared, frame: pm.DirectionFrame, a: float, b: float) -> float:
+        """A t0 (ns) putting the early residuals near 0: the 10% quantile of t1 - t_geo(t0=0)."""
+        rho = np.hypot(frame.p1 - a, frame.p2 - b)
+        tg = (frame.along + prep.ice.k_perp * rho) / pm.C_VACUUM_M_PER_NS
+        return float(np.quantile(prep.data.t1_ns - tg, 0.1))
+
+    def fit(
+        self, prepared: Any, zenith_rad: float, azimuth_rad: float, posvar: int, seed: Vertex | None
+    ) -> FitResult:
+        prep: PandelPrepared = prepared
+        frame = pm.direction_frame(zenith_rad, azimuth_rad, prep.dom_rel_m)
+        a0, b0 = self._start(prep, frame, posvar, seed)
+        x0 = np.array([a0, b0, self._t0_start(prep, frame, a0, b0)])
+        args = (frame, prep.data, prep.cells, prep.ice, prep.log_floor)
+        minimise = not (seed is not None and posvar >= 2 and not self.options["refined_full"])
+        if minimise:
+            t_lo = float(prep.data.t1_ns.min()) - TIME_MARGIN_NS
+            t_hi = float(prep.data.t1_ns.max()) + TIME_MARGIN_NS
+            x, llh, _ = pm.bfgs_minimise(
+                lambda p: pm.mpe_nll_and_grad(p, *args), x0,
+                np.array([-PERP_BOUND_M, -PERP_BOUND_M, t_lo]), np.array([PERP_BOUND_M, PERP_BOUND_M, t_hi]),
+                PARAM_SCALE, max_iter=int(self.options["max_iter"]), f_tol=F_TOL,
+            )
+        else:
+            x, llh = x0, pm.mpe_nll_and_grad(x0, *args)[0]
+        if not math.isfinite(llh):
+            return FitResult.failed()
+        return self._result(prep, frame, x, llh)
+
+    @staticmethod
+    def _result(prep: PandelPrepared, frame: pm.DirectionFrame, x: np.ndarray, llh: float) -> FitResult:
+        a, b, t0 = (float(v) for v in x)
+        vertex = prep.centre_m + a * frame.e1 + b * frame.e2
+        rho = np.hypot(frame.p1 - a, frame.p2 - b)
+        e_in = float(prep.hits.charge_pe[rho <= E_IN_RADIUS_M].sum())
+        return FitResult(llh, e_in, prep.qtot_pe, float(vertex[0]), float(vertex[1]), float(vertex[2]), t0)
+
+
+RECO = PandelMPE

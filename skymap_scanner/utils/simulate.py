@@ -1,0 +1,361 @@
+"""Simulate through-going muon tracks in IceCube-86 as ``skymap-scanner-event/1`` files.
+
+Physics, deliberately simple but not the reco's model in the ``depth`` mode:
+
+* an infinite muon track with a known direction (comes-from zenith/azimuth, rad), passing its
+  point of closest approach to the detector origin at ``T0_NS``;
+* expected photoelectrons per DOM: ``YIELD_PE * (E / 100 TeV) * rde * exp(-d / lambda_a) / d``
+  with ``d = rho / sin(theta_c)`` (m) the Cherenkov photon path, Poisson-sampled;
+* each photon is delayed after the direct Cherenkov time by a Gamma(d / lambda_s, rate) delay
+  (the Pandel form), plus Gaussian PMT jitter ``PMT_JITTER_NS``;
+* ice: ``pandel`` = homogeneous H2 ice (what the reco assumes); ``depth`` = scattering and
+  absorption lengths of ``ice_transparency.csv`` averaged along each photon's path
+  (path-integrated 1/lambda), so the fit sees light it does not model exactly;
+* photons within ``PULSE_BIN_NS`` of each other on a DOM form a pulse (time of its first photon,
+  charge = photon count with 30% Gaussian smearing); per-DOM noise hits at ``--noise-rate-hz``
+  over a 20 us window; HLC flags: a pulse on a DOM one or two OMs away on the same string
+  within 1 us.
+
+The true direction (zenith/azimuth and J2000 RA/Dec), energy and vertex go to a SEPARATE truth
+JSON next to each event; the event file the scanner reads carries no truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import ConfigError, SkyScanError
+from ..events.geometry import icecube86
+from ..events.model import Event, Pulses
+
+F64 = npt.NDArray[np.float64]
+
+C_M_PER_NS = 0.299792458
+N_PHASE = 1.3195
+N_GROUP = 1.35634
+THETA_C = math.acos(1.0 / N_PHASE)
+K_PERP = N_GROUP / math.sin(THETA_C) - 1.0 / math.tan(THETA_C)
+TAU_NS = 557.0
+H2_SCATTERING_M = 33.3
+H2_ABSORPTION_M = 98.0
+YIELD_PE = 900.0  # PE x m at 100 TeV, see module docstring
+PMT_JITTER_NS = 3.0
+PULSE_BIN_NS = 25.0
+T0_NS = 10000.0
+NOISE_WINDOW_NS = 20000.0
+ICE_SURFACE_Z_M = 1948.07  # IceCube z = 1948.07 m - depth
+ICE_MODES = ("pandel", "depth")
+MJD_RANGE = (58849.0, 61041.0)  # 2020-01-01 .. 2026-01-01
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What was simulated: direction (rad and deg), muon energy (GeV), vertex (m, ns)."""
+
+    zenith_rad: float
+    azimuth_rad: float
+    ra_rad: float
+    dec_rad: float
+    ra_deg: float
+    dec_deg: float
+    energy_gev: float
+    x_m: float
+    y_m: float
+    z_m: float
+    t_ns: float
+    ice: str
+    mjd: float
+    run_id: int
+    event_id: int
+    n_hit_doms: int
+    n_pulses: int
+    qtot_pe: float
+    seed: int | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def ice_table() -> tuple[F64, F64, F64]:
+    """(z in m ascending, effective scattering length m, absorption length m) of the ice table."""
+    text = resources.files("skymap_scanner.data").joinpath("ice_transparency.csv").read_text()
+    tab = np.loadtxt(text.splitlines(), delimiter=",", skiprows=1)
+    z = ICE_SURFACE_Z_M - tab[:, 0]
+    order = np.argsort(z)
+    return z[order], tab[order, 1], tab[order, 2]
+
+
+def path_lengths(z_from_m: F64, z_to_m: F64, ice: str, n_samples: int = 9) -> tuple[F64, F64]:
+    """Effective (scattering, absorption) lengths in m along straight paths between depths.
+
+    ``pandel``: the H2 constants. ``depth``: 1 / mean(1 / lambda) over ``n_samples`` points on
+    each path (outside the table the nearest row is used).
+    """
+    if ice == "pandel":
+        shape = np.shape(z_from_m)
+        return np.full(shape, H2_SCATTERING_M), np.full(shape, H2_ABSORPTION_M)
+    z_tab, sca, absn = ice_table()
+    f = np.linspace(0.0, 1.0, n_samples)
+    z = z_from_m[:, None] + (z_to_m - z_from_m)[:, None] * f[None, :]
+    inv_s = np.interp(z, z_tab, 1.0 / sca).mean(axis=1)
+    inv_a = np.interp(z, z_tab, 1.0 / absn).mean(axis=1)
+    return 1.0 / inv_s, 1.0 / inv_a
+
+
+def comes_from_unit(zenith_rad: float, azimuth_rad: float) -> F64:
+    s = math.sin(zenith_rad)
+    return np.array([s * math.cos(azimuth_rad), s * math.sin(azimuth_rad), math.cos(zenith_rad)])
+
+
+def perpendicular_basis(direction: F64) -> tuple[F64, F64]:
+    e1 = np.cross([0.0, 0.0, 1.0], direction)
+    n = float(np.linalg.norm(e1))
+    e1 = np.array([1.0, 0.0, 0.0]) if n < 1e-9 else e1 / n
+    return e1, np.cross(direction, e1)
+
+
+def _hlc_flags(string: npt.NDArray[np.int64], om: npt.NDArray[np.int64], t: F64) -> npt.NDArray[np.bool_]:
+    """True where a pulse on the same string, 1 or 2 OMs away, is within 1000 ns."""
+    key = string * 100 + om
+    order = np.lexsort((t, key))
+    ks, ts = key[order], t[order]
+    flags = np.zeros(t.size, dtype=bool)
+    starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    ends = np.r_[starts[1:], ks.size]
+    bounds = dict(zip(ks[starts].tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True))
+    for k, (lo, hi) in bounds.items():
+        tk = ts[lo:hi]
+        hit = np.zeros(tk.size, dtype=bool)
+        for d in (-2, -1, 1, 2):
+            nb = bounds.get(k + d)
+            if nb is None:
+                continue
+            tn = ts[nb[0]:nb[1]]
+            i = np.searchsorted(tn, tk - 1000.0)
+            hit |= (i < tn.size) & (tn[np.minimum(i, tn.size - 1)] <= tk + 1000.0)
+        flags[order[lo:hi]] = hit
+    return flags
+
+
+def simulate_track(
+    rng: np.random.Generator,
+    *,
+    zenith_rad: float,
+    azimuth_rad: float,
+    energy_gev: float,
+    impact_m: tuple[float, float] = (0.0, 0.0),
+    ice: str = "pandel",
+    noise_rate_hz: float = 500.0,
+    run_id: int = 1,
+    event_id: int = 1,
+    mjd: float = 60000.0,
+    seed: int | None = None,
+) -> tuple[Event, Truth]:
+    """One muon track and its pulses; ``impact_m`` offsets the track from the origin (m, perp. plane)."""
+    if ice not in ICE_MODES:
+        raise ConfigError(f"unknown ice mode {ice!r} (known: {', '.join(ICE_MODES)})")
+    geo = icecube86()
+    ok = np.isfinite(geo.x_m)
+    strings, oms = np.nonzero(ok)
+    pos = np.stack([geo.x_m[ok], geo.y_m[ok], geo.z_m[ok]], axis=1)
+    rde = geo.rde[ok]
+    travel = -comes_from_unit(zenith_rad, azimuth_rad)
+    e1, e2 = perpendicular_basis(travel)
+    vertex = impact_m[0] * e1 + impact_m[1] * e2  # closest approach to the origin
+    rel = pos - vertex
+    along = rel @ travel
+    perp = rel - along[:, None] * travel
+    rho = np.maximum(np.linalg.norm(perp, axis=1), 0.5)
+    path = rho / math.sin(THETA_C)
+    # photons leave the track at the Cherenkov angle, from this point
+    z_emit = vertex[2] + (along - rho / math.tan(THETA_C)) * travel[2]
+    lam_s, lam_a = path_lengths(z_emit, pos[:, 2], ice)
+    mu = YIELD_PE * (energy_gev / 1e5) * rde * np.exp(-path / lam_a) / path
+    n_ph = rng.poisson(mu)
+    hit = np.flatnonzero(n_ph > 0)
+    dom_idx = np.repeat(hit, n_ph[hit])
+    t_direct = T0_NS + (along + K_PERP * rho) / C_M_PER_NS
+    rate = 1.0 / TAU_NS + C_M_PER_NS / N_GROUP / lam_a
+    delay = rng.gamma(shape=(path / lam_s)[dom_idx], scale=1.0 / rate[dom_idx])
+    t_ph = t_direct[dom_idx] + delay + rng.normal(0.0, PMT_JITTER_NS, dom_idx.size)
+    # group photons into pulses: bins of PULSE_BIN_NS after each DOM's first photon
+    order = np.lexsort((t_ph, dom_idx))
+    dom_idx, t_ph = dom_idx[order], t_ph[order]
+    first_t = np.full(pos.shape[0], np.inf)
+    np.minimum.at(first_t, dom_idx, t_ph)
+    bin_no = np.floor((t_ph - first_t[dom_idx]) / PULSE_BIN_NS).astype(np.int64)
+    pulse_key = dom_idx.astype(np.int64) * 1_000_000 + bin_no
+    keys, start, counts = np.unique(pulse_key, return_index=True, return_counts=True)
+    p_dom = dom_idx[start]
+    p_t = t_ph[start]
+    p_q = np.maximum(counts + rng.normal(0.0, 0.3 * np.sqrt(counts)), 0.25)
+    # noise: uniform over a window around the trigger
+    n_noise = rng.poisson(noise_rate_hz * NOISE_WINDOW_NS * 1e-9, pos.shape[0])
+    n_dom = np.repeat(np.arange(pos.shape[0]), n_noise)
+    n_t = T0_NS - NOISE_WINDOW_NS / 2 + rng.uniform(0.0, NOISE_WINDOW_NS, n_dom.size)
+    n_q = np.maximum(rng.normal(1.0, 0.3, n_dom.size), 0.25)
+    all_dom = np.r_[p_dom, n_dom]
+    all_t = np.r_[p_t, n_t]
+    all_q = np.r_[p_q, n_q]
+    s = strings[all_dom] + 1
+    o = oms[all_dom] + 1
+    lc = _hlc_flags(s, o, all_t)
+    pulses = Pulses.build(s, o, all_t, np.round(all_q, 3), lc, pos[all_dom, 0], pos[all_dom, 1], pos[all_dom, 2])
+    event = Event(run_id=run_id, event_id=event_id, event_type="simulated", mjd=mjd,
+                  is_real_event=False, pulses=pulses, source="<simulated>")
+    from ..coords import local_to_equatorial
+
+    ra, dec = local_to_equatorial(zenith_rad, azimuth_rad, mjd)
+    truth = Truth(
+        zenith_rad=float(zenith_rad), azimuth_rad=float(azimuth_rad), ra_rad=float(ra), dec_rad=float(dec),
+        ra_deg=math.degrees(float(ra)), dec_deg=math.degrees(float(dec)), energy_gev=float(energy_gev),
+        x_m=float(vertex[0]), y_m=float(vertex[1]), z_m=float(vertex[2]), t_ns=T0_NS, ice=ice, mjd=float(mjd),
+        run_id=run_id, event_id=event_id, n_hit_doms=pulses.n_doms, n_pulses=len(pulses),
+        qtot_pe=pulses.qtot_pe, seed=seed,
+    )
+    return event, truth
+
+
+def random_track(
+    rng: np.random.Generator,
+    *,
+    energy_range_gev: tuple[float, float] = (3e4, 1e6),
+    impact_max_m: float = 400.0,
+    ice: str = "pandel",
+    noise_rate_hz: float = 500.0,
+    run_id: int = 1,
+    event_id: int = 1,
+    min_doms: int = 10,
+    seed: int | None = None,
+) -> tuple[Event, Truth]:
+    """A track with isotropic direction, log-uniform energy, impact uniform on a disc; redrawn
+    until at least ``min_doms`` DOMs have a signal or noise pulse."""
+    for _ in range(1000):
+        zen = math.acos(rng.uniform(-1.0, 1.0))
+        azi = rng.uniform(0.0, 2 * math.pi)
+        lo, hi = (math.log(e) for e in energy_range_gev)
+        energy = math.exp(rng.uniform(lo, hi))
+        r = impact_max_m * math.sqrt(rng.uniform())
+        phi = rng.uniform(0.0, 2 * math.pi)
+        mjd = rng.uniform(*MJD_RANGE)
+        event, truth = simulate_track(
+            rng, zenith_rad=zen, azimuth_rad=azi, energy_gev=energy,
+            impact_m=(r * math.cos(phi), r * math.sin(phi)), ice=ice, noise_rate_hz=noise_rate_hz,
+            run_id=run_id, event_id=event_id, mjd=mjd, seed=seed,
+        )
+        if truth.n_hit_doms >= min_doms:
+            return event, truth
+    raise SkyScanError(f"could not simulate a track with >= {min_doms} hit DOMs in 1000 tries")
+
+
+def truth_to_dict(truth: Truth) -> dict[str, object]:
+    return {"format": "skymap-scanner-truth/1", **asdict(truth)}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m skymap_scanner.utils.simulate",
+        description="Simulate muon tracks as skymap-scanner-event/1 files, truth in separate files.",
+    )
+    p.add_argument("--out-dir", required=True, type=Path, help="directory for the event and truth files")
+    p.add_argument("--n-events", type=int, default=1, help="number of events (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the output is deterministic given it")
+    p.add_argument("--ice", choices=ICE_MODES, default="pandel",
+                   help="pandel = homogeneous H2 ice (the reco's model); depth = ice_transparency.csv")
+    p.add_argument("--energy-min-gev", type=float, default=3e4, help="minimum muon energy, GeV")
+    p.add_argument("--energy-max-gev", type=float, default=1e6, help="maximum muon energy, GeV")
+    p.add_argument("--energy-gev", type=float, help="fixed muon energy, GeV (overrides the range)")
+    p.add_argument("--zenith-deg", type=float, help="fixed comes-from zenith, deg")
+    p.add_argument("--azimuth-deg", type=float, help="fixed comes-from azimuth, deg")
+    p.add_argument("--impact-max-m", type=float, default=400.0, help="max distance of track from origin, m")
+    p.add_argument("--noise-rate-hz", type=float, default=500.0, help="per-DOM noise rate, Hz")
+    p.add_argument("--mjd", type=float, help="event time, MJD (default: random in 2020-2025)")
+    p.add_argument("--run-id", type=int, default=1, help="run id of the events (event ids count from 1)")
+    p.add_argument("--prefix", default="sim", help="file name prefix (default 'sim')")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.n_events < 1:
+        raise ConfigError("--n-events must be >= 1")
+    if not (0 < args.energy_min_gev <= args.energy_max_gev):
+        raise ConfigError("--energy-min-gev must be > 0 and <= --energy-max-gev")
+    if args.energy_gev is not None and args.energy_gev <= 0:
+        raise ConfigError("--energy-gev must be > 0")
+    if args.zenith_deg is not None and not 0 <= args.zenith_deg <= 180:
+        raise ConfigError("--zenith-deg must be in [0, 180]")
+    if args.impact_max_m < 0 or args.noise_rate_hz < 0:
+        raise ConfigError("--impact-max-m and --noise-rate-hz must be >= 0")
+    if not args.prefix or "/" in args.prefix:
+        raise ConfigError("--prefix must be a non-empty name without '/'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        _check(args)
+        from ..events import write_event
+        from .atomic import atomic_write_text
+
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(args.seed)
+        for i in range(1, args.n_events + 1):
+            fixed = args.energy_gev is not None or args.zenith_deg is not None or args.azimuth_deg is not None
+            if fixed:
+                r = args.impact_max_m * math.sqrt(rng.uniform())
+                phi = rng.uniform(0.0, 2 * math.pi)
+                energy = args.energy_gev if args.energy_gev is not None else math.exp(
+                    rng.uniform(math.log(args.energy_min_gev), math.log(args.energy_max_gev)))
+                zen = math.radians(args.zenith_deg) if args.zenith_deg is not None else math.acos(rng.uniform(-1, 1))
+                azi = math.radians(args.azimuth_deg) if args.azimuth_deg is not None else rng.uniform(0, 2 * math.pi)
+                mjd = args.mjd if args.mjd is not None else rng.uniform(*MJD_RANGE)
+                event, truth = simulate_track(
+                    rng, zenith_rad=zen, azimuth_rad=azi, energy_gev=energy,
+                    impact_m=(r * math.cos(phi), r * math.sin(phi)), ice=args.ice,
+                    noise_rate_hz=args.noise_rate_hz, run_id=args.run_id, event_id=i, mjd=mjd, seed=args.seed,
+                )
+            else:
+                event, truth = random_track(
+                    rng, energy_range_gev=(args.energy_min_gev, args.energy_max_gev),
+                    impact_max_m=args.impact_max_m, ice=args.ice, noise_rate_hz=args.noise_rate_hz,
+                    run_id=args.run_id, event_id=i, seed=args.seed,
+                )
+                if args.mjd is not None:
+                    event, truth = _with_mjd(event, truth, args.mjd)
+            stem = f"{args.prefix}_{i:04d}"
+            write_event(event, args.out_dir / f"{stem}.json")
+            atomic_write_text(args.out_dir / f"{stem}.truth.json", json.dumps(truth_to_dict(truth), indent=1))
+            print(f"{stem}: zenith {math.degrees(truth.zenith_rad):.2f} deg, azimuth "
+                  f"{math.degrees(truth.azimuth_rad):.2f} deg, E {truth.energy_gev:.3g} GeV, "
+                  f"{truth.n_hit_doms} DOMs, {truth.qtot_pe:.0f} PE")
+    except SkyScanError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write to {args.out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _with_mjd(event: Event, truth: Truth, mjd: float) -> tuple[Event, Truth]:
+    """The same track observed at another time (the local direction is unchanged)."""
+    from dataclasses import replace
+
+    from ..coords import local_to_equatorial
+
+    ra, dec = local_to_equatorial(truth.zenith_rad, truth.azimuth_rad, mjd)
+    return replace(event, mjd=mjd), replace(
+        truth, mjd=mjd, ra_rad=float(ra), dec_rad=float(dec),
+        ra_deg=math.degrees(float(ra)), dec_deg=math.degrees(float(dec)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
