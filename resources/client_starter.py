@@ -39,6 +39,8 @@ AUTH_FILE_NAME = "skyscan_broker_auth"  # name of the token file in the job's sc
 REDACTED = "<redacted>"
 # Client options the starter sets itself (the job's mode and its input); refused in --client-args-json.
 RESERVED_CLIENT_OPTIONS = ("--client-startup-json", "--infile", "--outfile")
+# the password of an address such as amqp://user:PASSWORD@host:5672/ or user:PASSWORD@host
+USERINFO_PASSWORD_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^:@/\s]*:)[^@/\s]+@")
 SIZE_RE = re.compile(r"^\s*\d+(\.\d+)?\s*([KMGT]i?B?)?\s*$", re.IGNORECASE)
 
 
@@ -240,8 +242,12 @@ def render_description(desc: Mapping[str, str], jobs: int) -> str:
 
 
 def redact_secrets(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` with the values of secret-looking variables replaced by ``<redacted>`` (for printing)."""
-    return {k: (REDACTED if looks_secret(k) else v) for k, v in env.items()}
+    """``env`` for printing: values of secret-looking variables, and passwords inside addresses
+    (``user:PASSWORD@host``), replaced by ``<redacted>``."""
+    return {
+        k: (REDACTED if looks_secret(k) else USERINFO_PASSWORD_RE.sub(rf"\1{REDACTED}@", v))
+        for k, v in env.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -504,3 +504,27 @@ def test_htcondor_itself_reads_the_description(
         "Requirements",
     ):
         assert str(from_dict[key]) == str(ad[key]), key
+
+
+@pytest.mark.parametrize(
+    ("address", "shown"),
+    [
+        ("guest:hunter2@mq.example:5672/", "guest:<redacted>@mq.example:5672/"),
+        ("amqp://user:hunter2@mq.example/vhost", "amqp://user:<redacted>@mq.example/vhost"),
+        ("mq.example:5672", "mq.example:5672"),
+    ],
+)
+def test_password_in_broker_address_is_not_printed(
+    startup: Path, tmp_path: Path, address: str, shown: str
+) -> None:
+    logs = tmp_path / "logs"
+    env = {"SKYSCAN_BROKER_ADDRESS": address}
+    dry = run_starter(base_args(startup, "--logs-dir", str(logs), "--dry-run"), env)
+    assert dry.returncode == 0, dry.stderr
+    assert "hunter2" not in dry.stdout + dry.stderr
+    assert parse_environment(parse_submit(dry.stdout)[0]["environment"]) == {"SKYSCAN_BROKER_ADDRESS": shown}
+    written = run_starter(base_args(startup, "--logs-dir", str(logs)), env)
+    assert written.returncode == 0, written.stderr
+    assert "hunter2" not in written.stderr
+    text = (logs / "clients.submit").read_text()  # the jobs need the real address
+    assert parse_environment(parse_submit(text)[0]["environment"]) == {"SKYSCAN_BROKER_ADDRESS": address}
