@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import socket
 import time
 from collections import Counter
@@ -39,7 +38,7 @@ from .transport import Transport
 from .utils.atomic import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
-BLOCK_ITEMS = 4096  # items popped (and converted to local coordinates) at once
+BLOCK_ITEMS = 16384  # items popped (and converted to local coordinates) at once
 
 
 def make_scan_id(event: Event, reco_name: str, reco_options: Mapping[str, str], steps: tuple[NsideStep, ...],
@@ -110,7 +109,8 @@ class ScanRunner:
         self.on_partial_result = on_partial_result
         self._batch_id = 0
         self._batch_size = spec.batch_size or 8
-        self._local_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._buffer: tuple[WorkItems, np.ndarray, np.ndarray] | None = None  # popped, directions computed
+        self._buffer_pos = 0
         self._log: ResultLog | None = None
         self._t_start = clock()
         self._items_at_start = 0
@@ -135,6 +135,7 @@ class ScanRunner:
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> ScanResult:
         spec = self.spec
+        equatorial_to_local(0.0, 0.0, spec.event.mjd)  # load astropy's tables now, not mid-scan
         t_progress = t_result = self._t_start = self.clock()
         t_last_reply = self.clock()
         self._items_at_start = self.engine.counts.accepted
@@ -162,7 +163,8 @@ class ScanRunner:
             if now - t_result >= spec.result_interval_s and self.on_partial_result:
                 t_result = now
                 self.on_partial_result(self.result())
-            if not self.engine.done and len(self.leases) == 0 and self.engine.n_queued_items == 0:
+            buffered = 0 if self._buffer is None else len(self._buffer[0]) - self._buffer_pos
+            if not self.engine.done and len(self.leases) == 0 and self.engine.n_queued_items == 0 and buffered <= 0:
                 raise SkyScanError("internal: nothing in flight and nothing queued, but the scan is not done")
             if now - t_last_reply > spec.timeout_from_clients_s:
                 raise SkyScanError(f"no reply from any worker for {spec.timeout_from_clients_s:.0f} s "
@@ -182,15 +184,16 @@ class ScanRunner:
     # -- work out -------------------------------------------------------------------------
     def _fill(self) -> None:
         while len(self.leases) < self.transport.max_in_flight_batches:
-            free = self.transport.max_in_flight_batches - len(self.leases)
-            block = self.engine.pop_work(min(BLOCK_ITEMS, free * self._batch_size))
-            if block is None:
-                return
-            zen, azi = self._local_directions(block)
-            for i in range(0, len(block), self._batch_size):
-                sl = slice(i, i + self._batch_size)
-                self._send(WorkItems(block.nside, block.pixels[sl], block.posvars[sl], block.seeds[sl]),
-                           zen[sl], azi[sl])
+            if self._buffer is None or self._buffer_pos >= len(self._buffer[0]):
+                block = self.engine.pop_work(BLOCK_ITEMS)
+                if block is None:
+                    return
+                self._buffer = (block, *self._local_directions(block))
+                self._buffer_pos = 0
+            block, zen, azi = self._buffer
+            sl = slice(self._buffer_pos, self._buffer_pos + self._batch_size)
+            self._buffer_pos += self._batch_size
+            self._send(WorkItems(block.nside, block.pixels[sl], block.posvars[sl], block.seeds[sl]), zen[sl], azi[sl])
 
     def _local_directions(self, block: WorkItems) -> tuple[np.ndarray, np.ndarray]:
         pix, inverse = np.unique(block.pixels, return_inverse=True)
@@ -200,10 +203,8 @@ class ScanRunner:
 
     def _send(self, items: WorkItems, zen: np.ndarray, azi: np.ndarray) -> None:
         self._batch_id += 1
-        seeds = [tuple(s) for s in items.seeds.tolist()]
-        msg = WorkMessage(self.spec.scan_id, self._batch_id, items.nside, tuple(items.pixels.tolist()),
-                          tuple(items.posvars.tolist()), tuple(zen.tolist()), tuple(azi.tolist()),
-                          tuple(seeds))  # type: ignore[arg-type]
+        msg = WorkMessage(self.spec.scan_id, self._batch_id, items.nside, items.pixels, items.posvars, zen, azi,
+                          items.seeds)
         self.leases.add(self._batch_id, items.nside, items.pixels, items.posvars)
         self.transport.send(msg.to_dict())
 
@@ -222,13 +223,11 @@ class ScanRunner:
         if self.leases.done(msg.batch_id) is None:
             self.stats.stale_replies += 1  # a re-sent batch answered twice, or from a previous run
         self.stats.per_client[msg.client] += len(msg.pixels)
-        rt = [r for r in msg.reco_runtime_s if math.isfinite(r) and r >= 0]
-        self.stats.reco_time_s += sum(rt)
-        self.stats.reco_items += len(rt)
+        rt = msg.reco_runtime_s[np.isfinite(msg.reco_runtime_s) & (msg.reco_runtime_s >= 0)]
+        self.stats.reco_time_s += float(rt.sum())
+        self.stats.reco_items += int(rt.size)
         self._adapt_batch_size()
-        pixels = np.asarray(msg.pixels, np.int64)
-        posvars = np.asarray(msg.posvars, np.int64)
-        fits = np.asarray(msg.fits, np.float64).reshape(len(msg.pixels), 7)
+        pixels, posvars, fits = msg.pixels, msg.posvars, msg.fits
         err = np.array([e is not None for e in msg.errors], bool)
         if (~err).any():
             counts = self._ingest(msg.nside, pixels[~err], posvars[~err], fits[~err])

@@ -8,14 +8,15 @@ item is reported in that item's ``error`` (one line) and never stops the worker.
 from __future__ import annotations
 
 import logging
-import math
 import socket
 import time
 from collections.abc import Mapping
 
+import numpy as np
+
 from .events.model import Event
 from .messages import ResultMessage, WorkMessage
-from .recos import FitResult, Vertex, make_reco
+from .recos import Vertex, make_reco
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,19 +33,20 @@ class PixelWorker:
         self.client_name = client_name or socket.gethostname()
 
     def handle(self, work: WorkMessage) -> ResultMessage:
-        fits: list[tuple[float, ...]] = []
-        errors: list[str | None] = []
-        runtimes: list[float] = []
-        for zen, azi, posvar, seed in zip(work.zenith_rad, work.azimuth_rad, work.posvars, work.seeds):
+        n = len(work)
+        fits = np.full((n, 7), np.nan)
+        errors: list[str | None] = [None] * n
+        runtimes = np.zeros(n)
+        seed_ok = np.isfinite(work.seeds).all(axis=1).tolist()
+        seeds = work.seeds.tolist()
+        for i, (zen, azi, posvar) in enumerate(zip(work.zenith_rad.tolist(), work.azimuth_rad.tolist(),
+                                                    work.posvars.tolist())):
             t0 = time.perf_counter()
-            vertex = Vertex(*seed) if all(math.isfinite(s) for s in seed) else None
             try:
-                fit: FitResult = self.reco.fit(self.prepared, zen, azi, posvar, vertex)
-                fits.append((fit.llh, fit.E_in, fit.E_tot, fit.X, fit.Y, fit.Z, fit.T))
-                errors.append(None)
+                fit = self.reco.fit(self.prepared, zen, azi, posvar, Vertex(*seeds[i]) if seed_ok[i] else None)
+                fits[i] = (fit.llh, fit.E_in, fit.E_tot, fit.X, fit.Y, fit.Z, fit.T)
             except Exception as e:  # a reco failure is data, not a worker crash
-                fits.append((math.nan,) * 7)
-                errors.append(f"{type(e).__name__}: {e}".splitlines()[0][:300])
-            runtimes.append(time.perf_counter() - t0)
+                errors[i] = (f"{type(e).__name__}: {e}".splitlines() or ["error"])[0][:300]
+            runtimes[i] = time.perf_counter() - t0
         return ResultMessage(work.scan_id, work.batch_id, work.nside, work.pixels, work.posvars,
-                             tuple(fits), tuple(errors), tuple(runtimes), self.client_name)
+                             fits, tuple(errors), runtimes, self.client_name)

@@ -11,9 +11,11 @@ import json
 import logging
 import multiprocessing as mp
 import queue
+import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import SkyScanError
 from ..messages import decode_work, encode
 from . import Transport
 
@@ -28,7 +30,12 @@ def _worker_main(event_doc: dict[str, Any], reco_name: str, reco_options: dict[s
     from ..events import event_from_json_dict
     from ..worker import PixelWorker
 
-    worker = PixelWorker(event_from_json_dict(event_doc, "<scan event>"), reco_name, reco_options, name)
+    try:
+        worker = PixelWorker(event_from_json_dict(event_doc, "<scan event>"), reco_name, reco_options, name)
+    except Exception as e:
+        out_q.put(f"failed:{name}:{type(e).__name__}: {e}".encode())
+        return
+    out_q.put(f"ready:{name}".encode())
     while True:
         raw = in_q.get()
         if raw is None:
@@ -59,9 +66,24 @@ class EmbeddedTransport(Transport):
         p.start()
         self._procs.append(p)
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 300.0) -> None:
+        """Start the workers and wait until each has prepared the event."""
         for _ in range(self.n_workers):
             self._spawn()
+        ready = 0
+        deadline = time.monotonic() + timeout_s
+        while ready < self.n_workers:
+            try:
+                note = self._out.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                self.close()
+                raise SkyScanError(f"local workers did not get ready within {timeout_s:.0f} s") from None
+            if note.startswith(b"failed:"):
+                self.close()
+                raise SkyScanError("a local worker could not prepare the event: "
+                                   + note.decode(errors="replace").split(":", 2)[2])
+            ready += 1
+        LOGGER.info("%d local workers ready", ready)
 
     def send(self, payload: dict[str, Any]) -> None:
         self._in.put(json.dumps(payload, separators=(",", ":")).encode())
@@ -74,7 +96,7 @@ class EmbeddedTransport(Transport):
                 out.append(self._out.get_nowait())
         except queue.Empty:
             pass
-        return out
+        return [m for m in out if not m.startswith((b"ready:", b"failed:"))]  # replacements announce too
 
     def maintain(self) -> list[str]:
         notes = []
