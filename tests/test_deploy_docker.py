@@ -669,3 +669,20 @@ def _small_native_event() -> dict[str, Any]:
             "lc": [True] * len(doms),
         },
     }
+
+
+def test_path_with_a_comma_refused(fake_docker, tmp_path: Path) -> None:
+    startup = tmp_path / "a,b" / "startup.json"
+    startup.parent.mkdir()
+    startup.write_text("{}")
+    proc, calls = run_script(LAUNCH_CLIENT, ["--client-startup-json", str(startup)], fake_docker)
+    assert proc.returncode == 2
+    assert "cannot mount a path containing a comma" in proc.stderr
+    assert calls == []
+
+
+def test_image_name_can_be_changed(fake_docker, server_files) -> None:
+    env = {"SKYSCAN_DOCKER_IMAGE": "registry.example/skyscan", "SKYSCAN_DOCKER_IMAGE_TAG": "latest-pulsar"}
+    proc, calls = run_script(LAUNCH_SERVER, server_args(server_files), fake_docker, env)
+    assert proc.returncode == 0, proc.stderr
+    assert split_docker_argv(calls[0]["argv"])[1] == "registry.example/skyscan:latest-pulsar"
