@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,7 @@ class ResultLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync_interval_s = fsync_interval_s
         self._last_fsync = time.monotonic()
-        self._f = None
+        self._f: BinaryIO | None = None
 
     def replay(self) -> Iterator[tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64],
                                        npt.NDArray[np.float64], npt.NDArray[np.bool_]]]:
@@ -66,10 +67,11 @@ class ResultLog:
             rec[name] = f[:, j]
         if self._f is None:
             self._f = open(self.path, "ab")  # noqa: SIM115 - kept open for the scan
-        self._f.write(rec.tobytes())
-        self._f.flush()
+        out = self._f
+        out.write(rec.tobytes())
+        out.flush()
         if time.monotonic() - self._last_fsync > self._fsync_interval_s:
-            os.fsync(self._f.fileno())
+            os.fsync(out.fileno())
             self._last_fsync = time.monotonic()
 
     def close(self) -> None:

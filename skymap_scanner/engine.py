@@ -204,7 +204,7 @@ class ScanEngine:
         bits = np.left_shift(np.uint64(1), np.clip(pv, 0, 63).astype(np.uint64))
         pending = (store.received_mask(px) & bits) == 0
         give_up_p, give_up_v, retry_p, retry_v = [], [], [], []
-        for p, v in zip(px[pending].tolist(), pv[pending].tolist()):
+        for p, v in zip(px[pending].tolist(), pv[pending].tolist(), strict=True):
             key = (nside, p, v)
             n = self._attempts.get(key, 0) + 1
             self.counts.failed_attempts += 1

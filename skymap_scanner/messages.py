@@ -38,7 +38,7 @@ def _to_json_floats(a: npt.ArrayLike) -> list[Any]:
             for i in np.flatnonzero(bad).tolist():
                 out[i] = None
         else:
-            for i, j in zip(*np.nonzero(bad)):
+            for i, j in zip(*np.nonzero(bad), strict=True):
                 out[int(i)][int(j)] = None
     return out
 

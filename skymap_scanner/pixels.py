@@ -54,7 +54,7 @@ def parse_progression(specs: str | Sequence[str]) -> tuple[NsideStep, ...]:
         steps.append(NsideStep(nside, n))
     if steps[0].n_refine != 0:
         raise ConfigError(f"the first nside step must be NSIDE:0 (a full-sky scan), got {steps[0]}")
-    for prev, step in zip(steps, steps[1:]):
+    for prev, step in zip(steps, steps[1:], strict=False):
         if step.nside <= prev.nside:
             raise ConfigError(f"nsides must be strictly ascending, got {prev.nside} then {step.nside}")
         if step.n_refine < 1:

@@ -94,7 +94,7 @@ class ScanResult:
 
         def write(f: Any) -> None:
             buf = io.BytesIO()
-            np.savez(buf, header=header, **arrays)
+            np.savez(buf, header=header, **arrays)  # type: ignore[arg-type]
             f.write(buf.getvalue())
 
         return atomic_write(Path(output_dir) / self.filename(".npz"), write)

@@ -30,7 +30,7 @@ from .errors import MessageError, SkyScanError
 from .events import native
 from .events.model import Event
 from .leases import LeaseBook
-from .messages import ResultMessage, WorkMessage, decode_result
+from .messages import WorkMessage, decode_result
 from .pixels import NsideStep, parse_progression, pixel_radec, progression_str
 from .recos import get_reco
 from .results import EventMeta, ScanResult

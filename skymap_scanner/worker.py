@@ -37,10 +37,10 @@ class PixelWorker:
         fits = np.full((n, 7), np.nan)
         errors: list[str | None] = [None] * n
         runtimes = np.zeros(n)
-        seed_ok = np.isfinite(work.seeds).all(axis=1).tolist()
-        seeds = work.seeds.tolist()
+        seed_ok = np.asarray(np.isfinite(work.seeds).all(axis=1), dtype=bool).tolist()
+        seeds: list[list[float]] = work.seeds.tolist()
         for i, (zen, azi, posvar) in enumerate(zip(work.zenith_rad.tolist(), work.azimuth_rad.tolist(),
-                                                    work.posvars.tolist())):
+                                                    work.posvars.tolist(), strict=True)):
             t0 = time.perf_counter()
             try:
                 fit = self.reco.fit(self.prepared, zen, azi, posvar, Vertex(*seeds[i]) if seed_ok[i] else None)

@@ -79,7 +79,7 @@ def test_scan_finds_minimum_and_never_rescans() -> None:
     while not e.done:
         w = e.pop_work(257)
         assert w is not None
-        for p, v in zip(w.pixels.tolist(), w.posvars.tolist()):
+        for p, v in zip(w.pixels.tolist(), w.posvars.tolist(), strict=True):
             assert (w.nside, p, v) not in seen
             seen.add((w.nside, p, v))
         e.ingest(w.nside, w.pixels, w.posvars, llh_map(w.nside, w.pixels, w.posvars))

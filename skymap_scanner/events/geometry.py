@@ -45,7 +45,7 @@ class Geometry:
         return self.x_m[s, o], self.y_m[s, o], self.z_m[s, o]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def icecube86() -> Geometry:
     """The IceCube-86 in-ice geometry (5160 DOMs), read once per process."""
     text = resources.files("skymap_scanner.data").joinpath("icecube86_inice_geometry.csv").read_text()

@@ -91,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..config import read_env_config, setup_logging
     from ..events import load_event, native
     from ..scan import ScanRunner, ScanSpec, write_manifest
+    from ..transport import Transport
 
     cfg = read_env_config()
     setup_logging(cfg)
@@ -106,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
                 len(event.pulses), event.pulses.n_doms, event.pulses.qtot_pe)
+    transport: Transport
     if cfg.broker_mode:
         from ..transport.mq import make_server_transport
 
