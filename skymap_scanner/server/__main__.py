@@ -109,13 +109,13 @@ def _run(args: argparse.Namespace) -> int:
                 len(event.pulses), event.pulses.n_doms, event.pulses.qtot_pe)
     transport: Transport
     if cfg.broker_mode:
-        from ..transport.mq import make_server_transport
+        from ..transport.mq import make_server_transport, redact_address
 
         if args.client_startup_json is None:
             raise ConfigError("broker mode (SKYSCAN_BROKER_ADDRESS is set) needs --client-startup-json PATH")
         transport = make_server_transport(cfg, spec, args.client_startup_json)
         LOGGER.info("mode: broker (%s at %s); clients start from %s", cfg.SKYSCAN_BROKER_CLIENT,
-                    cfg.SKYSCAN_BROKER_ADDRESS, args.client_startup_json)
+                    redact_address(cfg.SKYSCAN_BROKER_ADDRESS), args.client_startup_json)
     else:
         from ..transport.embedded import EmbeddedTransport
 
