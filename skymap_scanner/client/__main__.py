@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -61,7 +63,9 @@ def _load(startup: dict[str, Any]) -> Any:
     from ..worker import PixelWorker
 
     event = event_from_json_dict(startup["event"], "client-startup event")
-    return PixelWorker(event, startup["reco_algo"], startup.get("reco_options") or {})
+    # host and process: several clients on one host are told apart in the manifest's per-client counts
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    return PixelWorker(event, startup["reco_algo"], startup.get("reco_options") or {}, name)
 
 
 def _single(args: argparse.Namespace) -> int:
@@ -88,9 +92,9 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
 
     startup = read_startup_json(args.client_startup_json)
     address = cfg.SKYSCAN_BROKER_ADDRESS or startup["broker_address"]
-    settings = broker_settings(cfg, address)
-    if settings.client != startup["broker_client"] and not cfg.SKYSCAN_BROKER_ADDRESS:
-        settings = type(settings)(startup["broker_client"], address, settings.auth, settings.timeout_to_clients_s)
+    # the broker type comes with the address: from the environment if it names one, else from the server
+    client = cfg.SKYSCAN_BROKER_CLIENT if cfg.SKYSCAN_BROKER_ADDRESS else startup["broker_client"]
+    settings = broker_settings(cfg, address, client)
     worker = _load(startup)
     scan_id = startup["scan_id"]
     LOGGER.info("client for scan %s: reco %s, broker %s at %s, queues %s -> %s", scan_id, startup["reco_algo"],
@@ -108,7 +112,8 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
             break
         # short subscriptions, re-opened after any idle gap: mqclient's RabbitMQ subscriber strands
         # messages on its first channel once it has been idle (see skymap_scanner.transport.mq)
-        session_s = max(1, int(min(remaining, SESSION_IDLE_S)))
+        # (an idle subscription ends after twice its timeout: first channel, then mqclient's reserve)
+        session_s = max(1, int(min(remaining / 2, SESSION_IDLE_S)))
         try:
             in_q = settings.make_queue(startup["queue_to_clients"], prefetch=1, timeout_s=session_s)
             out_q = settings.make_queue(startup["queue_from_clients"])

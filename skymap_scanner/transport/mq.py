@@ -207,9 +207,22 @@ class MQServerTransport(Transport):
         self._sub.join(timeout=1)
 
 
-def broker_settings(cfg: EnvConfig, address: str | None = None) -> BrokerSettings:
-    return BrokerSettings(cfg.SKYSCAN_BROKER_CLIENT, address or cfg.SKYSCAN_BROKER_ADDRESS, cfg.broker_auth(),
-                          cfg.SKYSCAN_MQ_TIMEOUT_TO_CLIENTS)
+def split_password(address: str) -> tuple[str, str]:
+    """(``address`` without its password, the password or "")."""
+    m = re.match(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^:/@]*):([^@/]*)@(.*)$", address)
+    return (f"{m.group(1)}@{m.group(3)}", m.group(2)) if m else (address, "")
+
+
+def broker_settings(cfg: EnvConfig, address: str | None = None, client: str | None = None) -> BrokerSettings:
+    """Settings for mqclient. A RabbitMQ password in the address is passed as the auth token instead
+    (mqclient logs addresses; an explicit SKYSCAN_BROKER_AUTH wins, as in mqclient)."""
+    client = client or cfg.SKYSCAN_BROKER_CLIENT
+    address = address or cfg.SKYSCAN_BROKER_ADDRESS
+    auth = cfg.broker_auth()
+    if client == "rabbitmq":
+        address, password = split_password(address)
+        auth = auth or password
+    return BrokerSettings(client, address, auth, cfg.SKYSCAN_MQ_TIMEOUT_TO_CLIENTS)
 
 
 def make_server_transport(cfg: EnvConfig, spec: Any, startup_json: Path) -> MQServerTransport:
