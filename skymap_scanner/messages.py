@@ -215,8 +215,8 @@ def decode_result(raw: bytes | str | dict[str, Any]) -> ResultMessage:
 
 
 def _load(raw: bytes | str | dict[str, Any], where: str) -> Any:
-    if isinstance(raw, dict):
-        return raw
+    if not isinstance(raw, (bytes, bytearray, str)):
+        return raw  # already decoded (mqclient hands over JSON values: dict, but also list, number, ...)
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:

@@ -466,6 +466,8 @@ def test_bad_foreign_and_oversized_replies_are_dropped(rabbitmq: None, scans: Ca
     big = 100_001  # one more item than a message may hold
     bad = [
         "this is not JSON",
+        [1, 2, 3],  # valid JSON, but not an object
+        42,
         {"schema": "skymap-scanner-result/1"},  # no ids
         {"schema": "something-else/9", "scan_id": sid},
         _reply(sid, 1, 8, [1, 2], [0]),  # lengths disagree

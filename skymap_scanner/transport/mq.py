@@ -25,6 +25,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,12 +156,17 @@ class MQServerTransport(Transport):
     mode = "broker"
 
     def __init__(self, settings: BrokerSettings, scan_id: str, startup_json: Path, startup_doc: dict[str, Any],
-                 max_in_flight_batches: int = 64) -> None:
+                 min_in_flight_batches: int = 8, batches_per_client: int = 3, client_memory_s: float = 120.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.to_clients, self.from_clients = queue_names(scan_id)
         self.startup_json = Path(startup_json)
         self.startup_doc = startup_doc
-        self.max_in_flight_batches = max_in_flight_batches
+        self.min_in_flight_batches = min_in_flight_batches
+        self.batches_per_client = batches_per_client
+        self.client_memory_s = client_memory_s
+        self._clock = clock
+        self._client_seen: dict[str, float] = {}
         self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
@@ -175,6 +181,21 @@ class MQServerTransport(Transport):
         LOGGER.info("wrote client-startup JSON %s (queues %s / %s)", self.startup_json, self.to_clients,
                     self.from_clients)
 
+    @property
+    def max_in_flight_batches(self) -> int:  # type: ignore[override]
+        """Batches kept in flight: a few per client that replied recently (at least the minimum).
+
+        Enough to keep every client busy with one batch queued behind the one it works on, but not
+        more: before the scan loop has learnt the reco's speed its batches are small, and a deep
+        window of small batches costs a message round trip per few fits. The window grows as new
+        clients answer (about threefold per round trip when many clients join at once).
+        """
+        now = self._clock()
+        stale = [c for c, t in self._client_seen.items() if now - t > self.client_memory_s]
+        for c in stale:
+            del self._client_seen[c]
+        return max(self.min_in_flight_batches, self.batches_per_client * len(self._client_seen))
+
     def send(self, payload: dict[str, Any]) -> None:
         self._outbox.put(payload)
 
@@ -186,6 +207,11 @@ class MQServerTransport(Transport):
                 out.append(self._inbox.get_nowait())
         except queue.Empty:
             pass
+        now = self._clock()
+        for raw in out:  # count clients for the window; the scan loop validates the replies themselves
+            client = raw.get("client") if isinstance(raw, dict) else None
+            if isinstance(client, str) and len(self._client_seen) < 100_000:
+                self._client_seen[client[:200]] = now
         return out
 
     def maintain(self) -> list[str]:

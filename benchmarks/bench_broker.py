@@ -1,0 +1,159 @@
+"""Broker-mode throughput and overhead (prints numbers; needs RabbitMQ on 127.0.0.1:5672).
+
+1. Pixel-variation round trips per second through RabbitMQ with a zero-cost reco (``dummy``,
+   sleep 0): one server (this process) and 1 or 2 client processes.
+2. Wall time of the same ``dummy`` scan with a fixed sleep per fit in embedded mode with N local
+   workers vs broker mode with N clients.
+
+The timed part is the scan loop only (``ScanRunner.run()``): workers and clients are started and
+have prepared the event before the clock starts, as in a long scan where start-up is negligible.
+Each scan uses a fresh event id (fresh queues) and deletes its queues afterwards.
+
+    python benchmarks/bench_broker.py [--nsides "8:0 64:12 512:24"] [--n-posvar 8] [--sleep-s 0.002]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "resources" / "sample_events" / "run00136662-evt000035405932-BRONZE.json"
+
+
+def fresh_event() -> object:
+    from skymap_scanner.events.native import from_dict
+
+    doc = json.loads(SAMPLE.read_text())
+    doc["run_id"], doc["event_id"] = 31337, random.randrange(1, 2**31)
+    return from_dict(doc, "bench event")
+
+
+def delete_queues(names: list[str]) -> None:
+    import pika
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    try:
+        ch = conn.channel()
+        for n in names:
+            ch.queue_delete(n)
+    finally:
+        conn.close()
+
+
+def run_broker(nsides: str, options: dict[str, str], n_clients: int, batch_size: int) -> tuple[float, int, dict]:
+    """(scan-loop seconds, fits, manifest) of one broker scan with ``n_clients`` client processes."""
+    from skymap_scanner.config import EnvConfig
+    from skymap_scanner.scan import ScanRunner, ScanSpec
+    from skymap_scanner.transport.mq import make_server_transport
+
+    cfg = EnvConfig(SKYSCAN_BROKER_ADDRESS="127.0.0.1")
+    spec = ScanSpec(fresh_event(), "dummy", options, nsides, batch_size=batch_size,  # type: ignore[arg-type]
+                    progress_interval_s=3600)
+    with tempfile.TemporaryDirectory() as tmp:
+        startup = Path(tmp) / "startup.json"
+        transport = make_server_transport(cfg, spec, startup)
+        transport.start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SKYSCAN_")}
+        env.update(SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE="2", SKYSCAN_LOG="INFO")
+        logs = [Path(tmp) / f"client-{i}.log" for i in range(n_clients)]
+        procs = []
+        for log in logs:
+            with open(log, "w") as f:
+                procs.append(subprocess.Popen([sys.executable, "-m", "skymap_scanner.client", "--client-startup-json",
+                                               str(startup)], stderr=f, env=env, start_new_session=True))
+        try:
+            deadline = time.monotonic() + 120
+            while not all("client for scan" in log.read_text() for log in logs):  # event and reco loaded
+                if time.monotonic() > deadline:
+                    raise SystemExit("clients did not start")
+                time.sleep(0.05)
+            time.sleep(0.3)  # the clients' subscriptions open
+            runner = ScanRunner(spec, transport)
+            t0 = time.perf_counter()
+            runner.run()
+            dt = time.perf_counter() - t0
+            manifest = runner.manifest()
+        finally:
+            transport.close()
+            for p in procs:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+            delete_queues([transport.to_clients, transport.from_clients])
+    fits = sum(int(p["items_expected"]) for p in manifest["progress"])
+    return dt, fits, manifest
+
+
+def run_embedded(nsides: str, options: dict[str, str], n_workers: int, batch_size: int) -> tuple[float, int]:
+    from skymap_scanner.events import native
+    from skymap_scanner.scan import ScanRunner, ScanSpec
+    from skymap_scanner.transport.embedded import EmbeddedTransport
+
+    event = fresh_event()
+    spec = ScanSpec(event, "dummy", options, nsides, batch_size=batch_size,  # type: ignore[arg-type]
+                    progress_interval_s=3600)
+    transport = EmbeddedTransport(native.to_dict(event), "dummy", options, n_workers)  # type: ignore[arg-type]
+    transport.start()  # waits until every worker has prepared the event
+    try:
+        runner = ScanRunner(spec, transport)
+        t0 = time.perf_counter()
+        runner.run()
+        dt = time.perf_counter() - t0
+        fits = sum(int(p["items_expected"]) for p in runner.manifest()["progress"])
+    finally:
+        transport.close()
+    return dt, fits
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nsides", default="8:0 64:12 512:24")
+    ap.add_argument("--n-posvar", type=int, default=8, help="position variations of the zero-cost scan")
+    ap.add_argument("--sleep-s", type=float, default=0.002, help="seconds per fit in the overhead comparison")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=0, help="0 = adaptive (the default)")
+    args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+
+    print(f"1) zero-cost reco (dummy, sleep 0, n_posvar {args.n_posvar}), nsides {args.nsides}")
+    zero = {"n_posvar": str(args.n_posvar)}
+    for n in (1, 2):
+        rates = []
+        for _ in range(args.repeat):
+            dt, fits, m = run_broker(args.nsides, zero, n, args.batch_size)
+            rates.append(fits / dt)
+        print(f"   broker, 1 server + {n} client(s): {fits} fits; round trips/s: "
+              + ", ".join(f"{r:,.0f}" for r in rates) + f"  (best {max(rates):,.0f})")
+
+    print(f"2) dummy with sleep_s={args.sleep_s} per fit (n_posvar 2), nsides {args.nsides}, "
+          f"{args.workers} workers/clients")
+    slow = {"sleep_s": str(args.sleep_s)}
+    emb, brk = [], []
+    for _ in range(args.repeat):
+        dt, fits = run_embedded(args.nsides, slow, args.workers, args.batch_size)
+        emb.append(dt)
+        dt2, fits2, _ = run_broker(args.nsides, slow, args.workers, args.batch_size)
+        brk.append(dt2)
+    ideal = fits * args.sleep_s / args.workers
+    print(f"   {fits} fits; sleep alone: {ideal:.2f} s per worker")
+    print("   embedded: " + ", ".join(f"{t:.2f} s" for t in emb) + f"  (median {sorted(emb)[len(emb) // 2]:.2f} s)")
+    print("   broker:   " + ", ".join(f"{t:.2f} s" for t in brk) + f"  (median {sorted(brk)[len(brk) // 2]:.2f} s)")
+    me, mb = sorted(emb)[len(emb) // 2], sorted(brk)[len(brk) // 2]
+    print(f"   broker / embedded (medians): {mb / me:.3f}")
+
+
+if __name__ == "__main__":
+    main()
