@@ -7,6 +7,7 @@ Secrets (``SKYSCAN_BROKER_AUTH``, ``SKYSCAN_SKYDRIVER_AUTH``) are never logged.
 
 
 import dataclasses as dc
+import logging
 from pathlib import Path
 
 from .errors import ConfigError
@@ -89,3 +90,8 @@ def setup_logging(cfg: EnvConfig) -> None:
         future_third_parties=["pika", "mqclient", "nats", "pulsar", "urllib3", "matplotlib", "healpy"],
         use_coloredlogs=False,
     )
+    if cfg.SKYSCAN_LOG_THIRD_PARTY.upper() != "DEBUG":
+        # pika logs every lost or refused connection as ERROR with a traceback; the transport logs
+        # one WARNING line per reconnect attempt with the reason instead
+        for name in ("pika", "mqclient.rabbitmq"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)

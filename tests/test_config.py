@@ -158,3 +158,21 @@ def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
     assert "reconnecting" in client.stderr
     for out in (server.stdout, server.stderr, client.stdout, client.stderr, startup.read_text()):
         assert PASSWORD not in out and TOKEN not in out
+
+
+def test_pulsar_without_its_extra_fails_at_once(tmp_path: Path) -> None:
+    """Pulsar is an install extra; without it the server stops with one line instead of retrying."""
+    try:
+        import pulsar  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the pulsar extra is installed here (this checks the message when it is not)")
+    env = {"SKYSCAN_BROKER_CLIENT": "pulsar", "SKYSCAN_BROKER_ADDRESS": "pulsar://127.0.0.1:6650"}
+    proc = _run("skymap_scanner.server", ["--event-file", str(SAMPLE), "--reco-algo", "dummy", "--nsides", "8:0",
+                                          "--output-dir", str(tmp_path / "out"), "--client-startup-json",
+                                          str(tmp_path / "startup.json"), "--no-products"], env, timeout=60)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("skymap_scanner.server: error: cannot set up a pulsar queue") and "extra" in last
+    assert "Traceback" not in proc.stderr

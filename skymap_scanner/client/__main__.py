@@ -95,6 +95,7 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
     # the broker type comes with the address: from the environment if it names one, else from the server
     client = cfg.SKYSCAN_BROKER_CLIENT if cfg.SKYSCAN_BROKER_ADDRESS else startup["broker_client"]
     settings = broker_settings(cfg, address, client)
+    settings.make_queue(startup["queue_to_clients"])  # a bad broker type or missing extra: one-line error now
     worker = _load(startup)
     scan_id = startup["scan_id"]
     LOGGER.info("client for scan %s: reco %s, broker %s at %s, queues %s -> %s", scan_id, startup["reco_algo"],

@@ -175,6 +175,7 @@ class MQServerTransport(Transport):
         self._closed = False
 
     def start(self) -> None:
+        self.settings.make_queue(self.to_clients)  # a bad broker type or missing extra: fail now, not in a thread
         self._pub.start()
         self._sub.start()
         atomic_write_text(self.startup_json, json.dumps(self.startup_doc, indent=1))
@@ -227,10 +228,12 @@ class MQServerTransport(Transport):
         self._closed = True
         self._stop.set()
         self._outbox.put(None)
-        self._pub.join(timeout=10)
+        if self._pub.ident is not None:  # started
+            self._pub.join(timeout=10)
         # the consumer may be blocked in a broker wait for up to 2 x its idle time; it is a daemon
         # thread and anything it has not acked goes back to the queue, so do not wait for it long
-        self._sub.join(timeout=1)
+        if self._sub.ident is not None:
+            self._sub.join(timeout=1)
 
 
 def split_password(address: str) -> tuple[str, str]:
