@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import socket
 import time
 from collections import Counter
@@ -107,7 +108,9 @@ class ScanRunner:
         self.clock = clock
         self.on_manifest = on_manifest
         self.on_partial_result = on_partial_result
-        self._batch_id = 0
+        # batch ids start at a random point: replies to a crashed run of the same scan (same queues)
+        # must not match this run's leases, or they would close leases of batches still being fitted
+        self._batch_id = secrets.randbelow(2**52)
         self._batch_size = spec.batch_size or 8
         self._buffer: tuple[WorkItems, np.ndarray, np.ndarray] | None = None  # popped, directions computed
         self._buffer_pos = 0
