@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..errors import ConfigError, MessageError, SkyScanError
 
 LOGGER = logging.getLogger("skymap_scanner.client")
 SESSION_IDLE_S = 5  # s without work before a subscription is closed and re-opened
+KEEPALIVE_S = 5.0  # s between services of the broker connection while a batch is being fitted
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +58,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _pika_connections(resources: tuple[Any, ...]) -> list[Any]:
+    """The pika connections inside mqclient's RabbitMQ sub/pub resources (none for other brokers)."""
+    out = []
+    for r in resources:
+        inner = getattr(r, "_sub", None) or getattr(r, "pub", None)
+        conn = getattr(inner, "connection", None)
+        if conn is not None and hasattr(conn, "process_data_events"):
+            out.append(conn)
+    return out
+
+
+async def fit_keeping_alive(handle: Callable[[Any], Any], work: Any, resources: tuple[Any, ...],
+                            every_s: float = KEEPALIVE_S) -> Any:
+    """``handle(work)`` in a worker thread while the broker connections stay serviced: pika's
+    blocking connections send heartbeats only when their events are processed (a batch of long fits
+    would otherwise get the connection closed by RabbitMQ), and NATS pings run on the event loop."""
+    task = asyncio.ensure_future(asyncio.to_thread(handle, work))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=every_s)
+        if done:
+            return task.result()
+        for conn in _pika_connections(resources):
+            try:
+                conn.process_data_events(time_limit=0)
+            except Exception as e:  # a lost connection shows when the reply is published
+                LOGGER.warning("servicing the broker connection during a fit failed (%s)", type(e).__name__)
 
 
 def _load(startup: dict[str, Any]) -> Any:
@@ -135,7 +165,7 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
                         n_dropped += 1
                         LOGGER.warning("dropped a work message: %s", e)
                     else:
-                        reply = worker.handle(work)
+                        reply = await fit_keeping_alive(worker.handle, work, (sub, pub))
                         await pub.send(reply.to_dict())
                         n_done += 1
                         if n_done % 50 == 0:
