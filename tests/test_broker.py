@@ -88,6 +88,25 @@ def delete_rabbitmq_queues(names: list[str]) -> None:
         conn.close()
 
 
+async def delete_nats_streams(names: list[str]) -> None:
+    """mqclient keeps queue NAME in the JetStream stream NAME-stream."""
+    import nats as nats_py
+
+    try:
+        nc = await nats_py.connect(f"nats://{NATS[0]}:{NATS[1]}", connect_timeout=2, max_reconnect_attempts=0)
+    except Exception:  # broker gone: nothing to clean
+        return
+    try:
+        js = nc.jetstream()
+        for name in names:
+            try:
+                await js.delete_stream(f"{name}-stream")
+            except Exception:  # never created
+                pass
+    finally:
+        await nc.close()
+
+
 def rabbitmq_queue_depth(name: str) -> int:
     import pika
 
@@ -212,9 +231,13 @@ class Scan:
             except subprocess.TimeoutExpired:  # pragma: no cover - a process that ignores SIGKILL
                 pass
         doc = (self.dir / "startup.json")
-        if doc.exists() and self.env.get("SKYSCAN_BROKER_CLIENT", "rabbitmq") == "rabbitmq":
+        if doc.exists():
             d = json.loads(doc.read_text())
-            delete_rabbitmq_queues([d["queue_to_clients"], d["queue_from_clients"]])
+            names = [d["queue_to_clients"], d["queue_from_clients"]]
+            if self.env.get("SKYSCAN_BROKER_CLIENT", "rabbitmq") == "rabbitmq":
+                delete_rabbitmq_queues(names)
+            else:
+                asyncio.run(delete_nats_streams(names))
 
 
 @pytest.fixture
@@ -386,6 +409,30 @@ def test_sigkill_client_mid_scan(rabbitmq: None, scans: Callable[..., Scan], emb
     assert len(m["per_client_fits"]) >= 1
     # the killed client's unacked message went back to the queue: a duplicate is possible (its reply
     # may have been published before the kill), but never counted twice in the result
+    assert sum(m["per_client_fits"].values()) - m["dropped"]["duplicates"] == n_fits(m)
+
+
+def test_sigkill_client_mid_scan_on_nats(nats: None, scans: Callable[..., Scan], embedded: Callable[..., Embedded],
+                                        tmp_path: Path) -> None:
+    """NATS redelivers a dead consumer's message only after ~30 s: the server's lease re-sends it first."""
+    scan = scans(SLOW_ARGS, base_env(SKYSCAN_BROKER_CLIENT="nats", SKYSCAN_BROKER_ADDRESS=NATS[0],
+                                     SKYSCAN_BATCH_SIZE="16", SKYSCAN_LEASE_MIN_SEC="2"))
+    ref = embedded(scan.event, SLOW_ARGS)
+    scan.start_server()
+    victim = scan.start_client()
+    scan.wait_for(lambda: scan.fits_done() >= 300, "the first client to do some work")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    at_kill = scan.manifest()
+    assert at_kill is not None and not at_kill["complete"], "the scan finished before the client was killed"
+    scan.start_client()
+    assert scan.wait_server() == 0, scan.logs()
+    got = load_result(scan.result_npz())
+    assert_same_maps(got.maps, ref.maps())
+    m = scan.manifest()
+    assert m is not None
+    assert_manifest_consistent(m, got.maps)
+    assert m["failures"]["resent_batches"] >= 1  # the lost batch came back through its lease
     assert sum(m["per_client_fits"].values()) - m["dropped"]["duplicates"] == n_fits(m)
 
 
