@@ -90,7 +90,7 @@ def test_scan_through_the_ewms_pilot(scans: Callable[..., Scan], embedded: Calla
     pilot_dir.mkdir()
     with open(scan.dir / "pilot.log", "w") as log:
         pilot = subprocess.Popen([sys.executable, "-c", PILOT_MAIN, task], cwd=pilot_dir, env=env, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True, text=True)
     scan.all_procs.append(pilot)  # stopped by the fixture whatever happens
     assert scan.wait_server(timeout_s=180) == 0, scan.logs()
     try:
