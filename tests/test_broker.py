@@ -582,3 +582,18 @@ def test_broker_restart_mid_scan(rabbitmq: None, scans: Callable[..., Scan], emb
     assert m is not None
     assert_manifest_consistent(m, got.maps)
     assert "reconnecting" in (scan.dir / "server-1.log").read_text()
+
+
+def test_server_without_clients_gives_up_and_keeps_a_partial_result(rabbitmq: None,
+                                                                     scans: Callable[..., Scan]) -> None:
+    scan = scans(["--reco-algo", "dummy", "--nsides", "8:0"], base_env(SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS="3"))
+    scan.start_server()
+    assert scan.wait_server(timeout_s=60) == 2
+    err = (scan.dir / "server-1.log").read_text()
+    assert err.strip().splitlines()[-1].startswith("skymap_scanner.server: error: no reply from any worker")
+    assert "SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS" in err and "Traceback" not in err
+    m = scan.manifest()
+    assert m is not None and m["complete"] is False
+    assert load_result(scan.result_npz()).maps[8].size == 0  # the (empty) partial result is on disk
+    # the work it published is still queued for clients that may come later
+    assert rabbitmq_queue_depth(scan.startup()["queue_to_clients"]) > 0
