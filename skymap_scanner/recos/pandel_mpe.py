@@ -81,7 +81,7 @@ class PandelMPE(Reco):
         "noise_floor_per_ns": (float, 1e-6, "noise floor of the per-DOM likelihood (1/ns)"),
         "jitter_ns": (float, 15.0, "Gaussian time jitter folded into the Pandel pdf (ns)"),
         "use_online_seeds": (bool, True, "use vertices of online fits in the event as extra seeds"),
-        "max_iter": (int, 50, "maximum L-BFGS-B iterations per fit"),
+        "max_iter": (int, 50, "maximum BFGS iterations per fit"),
     }
 
     @property
