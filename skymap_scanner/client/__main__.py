@@ -22,6 +22,9 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError, MessageError, SkyScanError
+from ..utils import single_threaded_math
+
+single_threaded_math()  # one client per core: no threaded BLAS (before numpy is imported)
 
 LOGGER = logging.getLogger("skymap_scanner.client")
 SESSION_IDLE_S = 5  # s without work before a subscription is closed and re-opened

@@ -68,6 +68,9 @@ class EmbeddedTransport(Transport):
 
     def start(self, timeout_s: float = 300.0) -> None:
         """Start the workers and wait until each has prepared the event."""
+        from ..utils import single_threaded_math
+
+        single_threaded_math()  # inherited by the spawned workers
         for _ in range(self.n_workers):
             self._spawn()
         ready = 0
