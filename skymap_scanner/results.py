@@ -42,18 +42,24 @@ class EventMeta:
 
 @dataclass
 class ScanResult:
-    """Per-nside pixel results of one scan with the event metadata."""
+    """Per-nside pixel results of one scan with the event metadata (None: a file without a header)."""
 
-    meta: EventMeta
+    meta: EventMeta | None
     maps: dict[int, npt.NDArray[np.void]]
     complete: dict[int, bool] = field(default_factory=dict)
+
+    @property
+    def event(self) -> EventMeta:
+        if self.meta is None:
+            raise SkyScanError("this result has no event metadata (a file without a header)")
+        return self.meta
 
     def nside_string(self) -> str:
         return "_".join(str(n) for n in sorted(self.maps))
 
     def filename(self, extension: str = ".npz") -> str:
         """``run%08d.evt%012d.<event_type>_<nsides joined by _><ext>``."""
-        return f"{self.meta.name}_{self.nside_string()}{extension}"
+        return f"{self.event.name}_{self.nside_string()}{extension}"
 
     def best(self) -> tuple[int, int, float]:
         """(nside, pixel, llh) of the lowest finite llh over all nsides."""
@@ -70,14 +76,15 @@ class ScanResult:
         return best
 
     def _metadata(self, nside: int) -> dict[str, Any]:
+        meta = self.event
         return {
             "nside": int(nside),
             "complete": bool(self.complete.get(nside, False)),
-            "run_id": int(self.meta.run_id),
-            "event_id": int(self.meta.event_id),
-            "event_type": self.meta.event_type,
-            "mjd": float(self.meta.mjd),
-            "is_real_event": bool(self.meta.is_real_event),
+            "run_id": int(meta.run_id),
+            "event_id": int(meta.event_id),
+            "event_type": meta.event_type,
+            "mjd": float(meta.mjd),
+            "is_real_event": bool(meta.is_real_event),
             "version": RESULT_VERSION,
         }
 
@@ -86,7 +93,7 @@ class ScanResult:
         nsides = sorted(self.maps)
         header_dtype = np.dtype([
             ("nside", "<i8"), ("complete", "?"), ("run_id", "<i8"), ("event_id", "<i8"),
-            ("event_type", f"<U{max(1, len(self.meta.event_type))}"), ("mjd", "<f8"),
+            ("event_type", f"<U{max(1, len(self.event.event_type))}"), ("mjd", "<f8"),
             ("is_real_event", "?"), ("version", "<i8"),
         ])
         header = np.array([tuple(self._metadata(n).values()) for n in nsides], dtype=header_dtype)
@@ -116,23 +123,46 @@ class ScanResult:
 
 
 def load_result(path: str | Path) -> ScanResult:
-    """Read a result ``.npz`` written by :meth:`ScanResult.write_npz` (no pickles)."""
+    """Read a result ``.npz`` (keys ``nside-N``, optional ``header``) without ever unpickling.
+
+    Each ``nside-N`` array needs at least the fields ``index`` and ``llh`` (older files carry only
+    index, llh, E_in, E_tot); a file without a header gives ``meta=None``. Errors are one-line
+    :class:`SkyScanError` s naming the file.
+    """
     try:
         npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SkyScanError(f"{path}: no such file") from None
     except (OSError, ValueError) as e:
         raise SkyScanError(f"{path}: not a readable result .npz ({e})") from None
+    maps: dict[int, npt.NDArray[np.void]] = {}
+    complete: dict[int, bool] = {}
+    meta: EventMeta | None = None
     with npz:
-        keys = [k for k in npz.files if k.startswith("nside-")]
-        if not keys:
-            raise SkyScanError(f"{path}: no 'nside-N' arrays in the file")
-        maps = {int(k.split("-", 1)[1]): npz[k] for k in keys}
-        complete: dict[int, bool] = {}
-        meta = EventMeta(0, 0, "unknown", math.nan, False)
-        if "header" in npz.files:
-            h = npz["header"]
-            for row in h:
-                complete[int(row["nside"])] = bool(row["complete"])
-            r0 = h[0]
-            meta = EventMeta(int(r0["run_id"]), int(r0["event_id"]), str(r0["event_type"]),
-                             float(r0["mjd"]), bool(r0["is_real_event"]))
+        try:
+            for key in npz.files:
+                if key == "header":
+                    h = npz[key]
+                    for row in h:
+                        complete[int(row["nside"])] = bool(row["complete"])
+                    if h.size:
+                        r0 = h[0]
+                        meta = EventMeta(int(r0["run_id"]), int(r0["event_id"]), str(r0["event_type"]),
+                                         float(r0["mjd"]), bool(r0["is_real_event"]))
+                    continue
+                if not key.startswith("nside-"):
+                    continue
+                try:
+                    nside = int(key.removeprefix("nside-"))
+                except ValueError:
+                    raise SkyScanError(f"{path}: bad key {key!r} (expected nside-N)") from None
+                arr = npz[key]
+                names = arr.dtype.names or ()
+                if "index" not in names or "llh" not in names:
+                    raise SkyScanError(f"{path}: {key} lacks the fields 'index' and 'llh' (has {list(names)})")
+                maps[nside] = arr
+        except (ValueError, KeyError, IndexError) as e:  # e.g. an object array that would need pickle
+            raise SkyScanError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+    if not maps:
+        raise SkyScanError(f"{path}: no nside-N arrays in the file")
     return ScanResult(meta, maps, complete)

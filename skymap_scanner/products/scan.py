@@ -1,7 +1,7 @@
 """A scan result as the products need it: llh per HEALPix pixel per nside, plus event metadata.
 
 Convention (as in the result files): RING ordering, equatorial J2000, theta = pi/2 - dec, phi = ra.
-Reading the .npz is the only I/O here; :func:`mirror_dec` and :func:`scan_from_arrays` are pure.
+Reading the .npz (through :func:`skymap_scanner.results.load_result`) is the only I/O here; :func:`mirror_dec` and :func:`scan_from_arrays` are pure.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from skymap_scanner.errors import SkyScanError
+from skymap_scanner.results import load_result
 
 #: Header fields of the result file that describe the event (same in every header row).
 EVENT_FIELDS = ("run_id", "event_id", "event_type", "mjd", "is_real_event")
@@ -123,83 +124,30 @@ def scan_from_arrays(
     return Scan(tuple(maps), event or EventInfo(), complete, legacy_dec_sign)
 
 
-def _scalar(value: Any) -> Any:
-    """numpy scalar -> plain Python value (str for bytes)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value
-
-
-def _event_from_header(header: npt.NDArray[Any]) -> tuple[EventInfo, bool | None]:
-    names = header.dtype.names or ()
-    row = header[0] if header.size else None
-    vals: dict[str, Any] = {}
-    for name in EVENT_FIELDS:
-        if row is not None and name in names:
-            vals[name] = _scalar(row[name])
-    complete = None
-    if "complete" in names and header.size:
-        complete = bool(np.all(header["complete"]))
-    return (
-        EventInfo(
-            run_id=None if vals.get("run_id") is None else int(vals["run_id"]),
-            event_id=None if vals.get("event_id") is None else int(vals["event_id"]),
-            event_type=None if vals.get("event_type") in (None, "") else str(vals["event_type"]),
-            mjd=None if vals.get("mjd") is None or not math.isfinite(float(vals["mjd"])) else float(vals["mjd"]),
-            is_real_event=None if vals.get("is_real_event") is None else bool(vals["is_real_event"]),
-        ),
-        complete,
-    )
-
-
 def read_scan(
     path: Path,
     *,
     legacy_dec_sign: bool = False,
     event_overrides: Mapping[str, Any] | None = None,
 ) -> Scan:
-    """Read a result .npz (keys ``nside-N``, optional ``header``); never unpickles.
+    """Read a result .npz through :func:`skymap_scanner.results.load_result` (never unpickles).
 
     ``event_overrides`` (run_id, event_id, event_type, mjd, is_real_event) replace header values
     or supply them for files without a header.
     """
-    path = Path(path)
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise SkyScanError(f"{path}: no such file") from None
-    except (OSError, ValueError) as err:
-        raise SkyScanError(f"{path}: not a readable .npz result file ({err})") from None
-    with npz:
-        arrays: dict[int, tuple[npt.NDArray[Any], npt.NDArray[Any]]] = {}
-        event, complete = EventInfo(), None
-        try:
-            for key in npz.files:
-                if key == "header":
-                    event, complete = _event_from_header(npz[key])
-                    continue
-                if not key.startswith("nside-"):
-                    continue
-                try:
-                    nside = int(key.removeprefix("nside-"))
-                except ValueError:
-                    raise SkyScanError(f"{path}: bad key {key!r} (expected nside-N)") from None
-                arr = npz[key]
-                names = arr.dtype.names or ()
-                if "index" not in names or "llh" not in names:
-                    raise SkyScanError(f"{path}: {key} lacks the fields 'index' and 'llh' (has {list(names)})")
-                arrays[nside] = (arr["index"], arr["llh"])
-        except ValueError as err:  # e.g. an object array that would need pickle
-            raise SkyScanError(f"{path}: cannot read ({err})") from None
-    if not arrays:
-        raise SkyScanError(f"{path}: no nside-N arrays in the file")
+    result = load_result(path)
+    event = EventInfo()
+    if result.meta is not None:
+        m = result.meta
+        event = EventInfo(m.run_id, m.event_id, m.event_type or None,
+                          m.mjd if math.isfinite(m.mjd) else None, m.is_real_event)
+    complete = all(result.complete.values()) if result.complete else None
     if event_overrides:
         unknown = set(event_overrides) - set(EVENT_FIELDS)
         if unknown:
             raise SkyScanError(f"unknown event fields {sorted(unknown)}; known: {list(EVENT_FIELDS)}")
         event = dataclasses.replace(event, **{k: v for k, v in event_overrides.items() if v is not None})
+    arrays = {nside: (arr["index"], arr["llh"]) for nside, arr in result.maps.items()}
     return scan_from_arrays(arrays, event, complete=complete, legacy_dec_sign=legacy_dec_sign, source=str(path))
 
 
