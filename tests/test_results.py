@@ -75,3 +75,24 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest
         r.write_npz(tmp_path)
     assert path.read_bytes() == before  # the old file is intact
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temp left behind
+
+
+def test_load_result_checks_and_legacy(tmp_path: Path) -> None:
+    from skymap_scanner.errors import SkyScanError
+
+    legacy = np.zeros(3, dtype=[("index", "<i8"), ("llh", "<f8"), ("E_in", "<f8"), ("E_tot", "<f8")])
+    legacy["index"] = [5, 1, 2]
+    np.savez(tmp_path / "legacy.npz", **{"nside-8": legacy})
+    r = load_result(tmp_path / "legacy.npz")
+    assert r.meta is None and r.complete == {} and r.maps[8]["index"].tolist() == [5, 1, 2]
+    with pytest.raises(SkyScanError, match="no event metadata"):
+        r.write_npz(tmp_path)  # cannot name a result without its event
+    np.savez(tmp_path / "nollh.npz", **{"nside-8": np.zeros(2, dtype=[("index", "<i8")])})
+    with pytest.raises(SkyScanError, match="lacks the fields 'index' and 'llh'"):
+        load_result(tmp_path / "nollh.npz")
+    np.savez(tmp_path / "badkey.npz", **{"nside-x": legacy})
+    with pytest.raises(SkyScanError, match="bad key"):
+        load_result(tmp_path / "badkey.npz")
+    np.savez(tmp_path / "obj.npz", **{"nside-8": np.array([{"a": 1}], dtype=object)})
+    with pytest.raises(SkyScanError, match="cannot read"):
+        load_result(tmp_path / "obj.npz")
