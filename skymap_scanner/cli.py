@@ -1,6 +1,7 @@
 """The ``skymap-scanner`` console script: one entry point, a sub-command per tool.
 
 ``skymap-scanner server ...`` is ``python -m skymap_scanner.server ...``, and so on;
+with options and no command (``skymap-scanner --event-file ...``) it is the server;
 each sub-command's module does the work (heavy imports happen there, so ``--help``
 is fast).
 """
@@ -22,6 +23,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
+        args = ["server", *args]  # `skymap-scanner --event-file ...` is the server, with the same options
     if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
         width = max(map(len, COMMANDS))
         lines = [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]

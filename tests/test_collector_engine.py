@@ -137,16 +137,17 @@ def test_predictive_threshold_starts_early_and_converges(threshold: float) -> No
             started_at = i + 1
     assert started_at is not None and started_at == int(np.ceil(threshold * 768))
     assert e.counts.re_refinements >= 1  # the best moved when the true pixel came in
-    while e.pop_work(10**6) is not None:
-        pass
-    # drain the rest through the normal path
+    # the nside-8 results above were fed by hand; the pixels the engine queued for nside 8 are
+    # already received and are skipped, so finishing the scan only fits the refinements
+    drive(e)
     e2 = ScanEngine(steps, 1, predictive_threshold=threshold)
     drive(e2, order="random", seed=5)
     full = ScanEngine(steps, 1)
     drive(full)
-    assert e2.best() == full.best()  # same answer as the deterministic scan
-    # and the deterministic scan's refined pixels are a subset of the predictive one's
-    assert set(full.results()[512]["index"].tolist()) <= set(e2.results()[512]["index"].tolist())
+    for scan in (e, e2):
+        assert scan.best() == full.best()  # same answer as the deterministic scan
+        # and the deterministic scan's refined pixels are a subset of the predictive one's
+        assert set(full.results()[512]["index"].tolist()) <= set(scan.results()[512]["index"].tolist())
 
 
 def test_failures_retry_then_give_up() -> None:
