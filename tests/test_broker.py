@@ -389,8 +389,14 @@ def n_fits(m: dict[str, Any]) -> int:
     return sum(int(p["items_expected"]) for p in m["progress"])
 
 
-def test_sigkill_client_mid_scan(rabbitmq: None, scans: Callable[..., Scan], embedded: Callable[..., Embedded], tmp_path: Path) -> None:
-    scan = scans(SLOW_ARGS, base_env(SKYSCAN_BATCH_SIZE="16", SKYSCAN_LEASE_MIN_SEC="5"))
+def _kill_a_client_mid_scan(scans: Callable[..., Scan], embedded: Callable[..., Embedded],
+                            env: dict[str, str]) -> dict[str, Any]:
+    """SIGKILL the only client mid-scan, start another; the result must equal the embedded scan.
+
+    The killed client's unacked message goes back to the queue (or its lease expires): a duplicate is
+    possible (its reply may have been published before the kill), but never counted twice.
+    """
+    scan = scans(SLOW_ARGS, env)
     ref = embedded(scan.event, SLOW_ARGS)
     scan.start_server()
     victim = scan.start_client()
@@ -406,34 +412,23 @@ def test_sigkill_client_mid_scan(rabbitmq: None, scans: Callable[..., Scan], emb
     m = scan.manifest()
     assert m is not None
     assert_manifest_consistent(m, got.maps)
-    assert len(m["per_client_fits"]) >= 1
-    # the killed client's unacked message went back to the queue: a duplicate is possible (its reply
-    # may have been published before the kill), but never counted twice in the result
     assert sum(m["per_client_fits"].values()) - m["dropped"]["duplicates"] == n_fits(m)
+    return m
+
+
+def test_sigkill_client_mid_scan(rabbitmq: None, scans: Callable[..., Scan], embedded: Callable[..., Embedded],
+                                 tmp_path: Path) -> None:
+    m = _kill_a_client_mid_scan(scans, embedded, base_env(SKYSCAN_BATCH_SIZE="16", SKYSCAN_LEASE_MIN_SEC="5"))
+    assert len(m["per_client_fits"]) >= 1
 
 
 def test_sigkill_client_mid_scan_on_nats(nats: None, scans: Callable[..., Scan], embedded: Callable[..., Embedded],
                                         tmp_path: Path) -> None:
     """NATS redelivers a dead consumer's message only after ~30 s: the server's lease re-sends it first."""
-    scan = scans(SLOW_ARGS, base_env(SKYSCAN_BROKER_CLIENT="nats", SKYSCAN_BROKER_ADDRESS=NATS[0],
-                                     SKYSCAN_BATCH_SIZE="16", SKYSCAN_LEASE_MIN_SEC="2"))
-    ref = embedded(scan.event, SLOW_ARGS)
-    scan.start_server()
-    victim = scan.start_client()
-    scan.wait_for(lambda: scan.fits_done() >= 300, "the first client to do some work")
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait(timeout=10)
-    at_kill = scan.manifest()
-    assert at_kill is not None and not at_kill["complete"], "the scan finished before the client was killed"
-    scan.start_client()
-    assert scan.wait_server() == 0, scan.logs()
-    got = load_result(scan.result_npz())
-    assert_same_maps(got.maps, ref.maps())
-    m = scan.manifest()
-    assert m is not None
-    assert_manifest_consistent(m, got.maps)
+    m = _kill_a_client_mid_scan(scans, embedded, base_env(
+        SKYSCAN_BROKER_CLIENT="nats", SKYSCAN_BROKER_ADDRESS=NATS[0], SKYSCAN_BATCH_SIZE="16",
+        SKYSCAN_LEASE_MIN_SEC="2"))
     assert m["failures"]["resent_batches"] >= 1  # the lost batch came back through its lease
-    assert sum(m["per_client_fits"].values()) - m["dropped"]["duplicates"] == n_fits(m)
 
 
 def test_sigkill_server_and_resume(rabbitmq: None, scans: Callable[..., Scan], embedded: Callable[..., Embedded], tmp_path: Path) -> None:
