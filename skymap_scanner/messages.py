@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from .collector import FIT_FIELDS
 from .errors import MessageError
+from .pixels import is_valid_nside
 
 WORK_SCHEMA = "skymap-scanner-work/1"
 RESULT_SCHEMA = "skymap-scanner-result/1"
@@ -77,7 +78,7 @@ def _header(d: Any, schema: str, where: str) -> tuple[str, int, int, IntArray]:
         raise MessageError(f"{where}: missing or bad 'scan_id'")
     if type(batch_id) is not int or batch_id < 0:
         raise MessageError(f"{where}: 'batch_id' must be a non-negative integer")
-    if type(nside) is not int or nside < 1 or nside & (nside - 1) or nside > 2**29:
+    if type(nside) is not int or not is_valid_nside(nside):
         raise MessageError(f"{where}: 'nside' must be a power of 2")
     pixels = _ints(d, "pixel", where)
     if not 0 < pixels.size <= MAX_ITEMS:

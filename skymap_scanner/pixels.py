@@ -34,8 +34,12 @@ class NsideStep:
         return f"{self.nside}:{self.n_refine}"
 
 
-def _is_power_of_two(n: int) -> bool:
-    return n >= 1 and (n & (n - 1)) == 0
+HEALPIX_MAX_NSIDE = 2**29
+
+
+def is_valid_nside(nside: int, max_nside: int = HEALPIX_MAX_NSIDE) -> bool:
+    """True for a power of 2 in [1, ``max_nside``] (HEALPix allows up to 2**29)."""
+    return 1 <= nside <= max_nside and (nside & (nside - 1)) == 0
 
 
 def parse_progression(specs: str | Sequence[str]) -> tuple[NsideStep, ...]:
@@ -49,7 +53,7 @@ def parse_progression(specs: str | Sequence[str]) -> tuple[NsideStep, ...]:
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
             raise ConfigError(f"bad nside step {tok!r}: expected NSIDE:N with integers, e.g. 64:12")
         nside, n = int(parts[0]), int(parts[1])
-        if not _is_power_of_two(nside) or nside > MAX_NSIDE:
+        if not is_valid_nside(nside, MAX_NSIDE):
             raise ConfigError(f"bad nside step {tok!r}: nside must be a power of 2 between 1 and {MAX_NSIDE}")
         steps.append(NsideStep(nside, n))
     if steps[0].n_refine != 0:

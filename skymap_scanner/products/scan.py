@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from skymap_scanner.errors import SkyScanError
+from skymap_scanner.pixels import is_valid_nside
 from skymap_scanner.results import load_result
 
 #: Header fields of the result file that describe the event (same in every header row).
@@ -71,7 +72,7 @@ class Scan:
 
 
 def _check_nside(nside: int, source: str) -> None:
-    if nside < 1 or nside & (nside - 1) or nside > 2**29:
+    if not is_valid_nside(nside):
         raise SkyScanError(f"{source}: nside {nside} is not a power of two in [1, 2**29]")
 
 
