@@ -168,10 +168,9 @@ class NsideStore:
     def done_fraction(self) -> float:
         return self.n_pixels_done / self.n_expected if self.n_expected else 0.0
 
-    def result_array(self, only_done: bool = True) -> npt.NDArray[np.void]:
+    def result_array(self) -> npt.NDArray[np.void]:
         """Structured array (:data:`RESULT_DTYPE`) of the pixels with all posvars in, by index."""
-        mask = self._received == self._all_mask if only_done else self._received != 0
-        idx = np.flatnonzero(mask)
+        idx = np.flatnonzero(self._received == self._all_mask)
         out = np.empty(idx.size, dtype=RESULT_DTYPE)
         out["index"] = self.expected_pixels()[idx]
         for j, name in enumerate(FIT_FIELDS):

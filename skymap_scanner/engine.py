@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -40,12 +40,6 @@ class WorkItems:
 
     def __len__(self) -> int:
         return int(self.pixels.size)
-
-    def split(self, size: int) -> list[WorkItems]:
-        return [
-            WorkItems(self.nside, self.pixels[i:i + size], self.posvars[i:i + size], self.seeds[i:i + size])
-            for i in range(0, len(self), size)
-        ]
 
 
 @dataclass
@@ -281,4 +275,4 @@ class ScanEngine:
         return {int(p["nside"]): bool(p["complete"]) for p in self.progress()}
 
 
-__all__ = ["Best", "EngineCounts", "ScanEngine", "WorkItems", "field"]
+__all__ = ["Best", "EngineCounts", "ScanEngine", "WorkItems"]

@@ -66,7 +66,6 @@ class ScanSpec:
     progress_interval_s: float = 5.0
     result_interval_s: float = 60.0
     timeout_from_clients_s: float = 3 * 24 * 3600.0
-    output_dir: Path | None = None
     cache_dir: Path | None = None
     steps: tuple[NsideStep, ...] = ()
     scan_id: str = ""
@@ -323,13 +322,11 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> Path:
 
 
 def scan_event(event: Event, reco_name: str, *, nsides: str = "8:0 64:12 512:24", local_workers: int = 2,
-               reco_options: Mapping[str, str] | None = None, predictive_threshold: float = 1.0,
-               output_dir: Path | None = None) -> ScanResult:
+               reco_options: Mapping[str, str] | None = None, predictive_threshold: float = 1.0) -> ScanResult:
     """Run a whole embedded scan of ``event`` in this process plus ``local_workers`` workers."""
     from .transport.embedded import EmbeddedTransport
 
-    spec = ScanSpec(event, reco_name, dict(reco_options or {}), nsides, predictive_threshold,
-                    output_dir=output_dir)
+    spec = ScanSpec(event, reco_name, dict(reco_options or {}), nsides, predictive_threshold)
     transport = EmbeddedTransport(native.to_dict(event), reco_name, spec.reco_options, local_workers)
     transport.start()
     runner = ScanRunner(spec, transport)

@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=cfg.SKYSCAN_BATCH_SIZE, lease_min_s=cfg.SKYSCAN_LEASE_MIN_SEC,
         progress_interval_s=cfg.SKYSCAN_PROGRESS_INTERVAL_SEC, result_interval_s=cfg.SKYSCAN_RESULT_INTERVAL_SEC,
         timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS,
-        output_dir=args.output_dir, cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir,
     )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
