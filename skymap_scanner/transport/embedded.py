@@ -1,4 +1,4 @@
-"""Embedded transport: N local worker processes fed through multiprocessing queues.
+"""Embedded transport: N local worker processes, fed through one queue, answering on their own pipes.
 
 Messages cross the process boundary as the same JSON bytes the broker mode sends.
 A worker that dies (e.g. a reco that kills its process) is replaced; its lost
@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
-import queue
 import time
 from collections.abc import Mapping
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from typing import Any, cast
 
 from ..errors import SkyScanError
 from ..messages import decode_work, encode
@@ -23,7 +23,7 @@ LOGGER = logging.getLogger(__name__)
 
 
 def _worker_main(event_doc: dict[str, Any], reco_name: str, reco_options: dict[str, str],
-                 in_q: Any, out_q: Any, name: str) -> None:
+                 in_q: Any, out: Connection, name: str) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server handles Ctrl-C and stops us
@@ -33,17 +33,21 @@ def _worker_main(event_doc: dict[str, Any], reco_name: str, reco_options: dict[s
     try:
         worker = PixelWorker(event_from_json_dict(event_doc, "<scan event>"), reco_name, reco_options, name)
     except Exception as e:
-        out_q.put(f"failed:{name}:{type(e).__name__}: {e}".encode())
+        out.send_bytes(f"failed:{name}:{type(e).__name__}: {e}".encode())
         return
-    out_q.put(f"ready:{name}".encode())
+    out.send_bytes(f"ready:{name}".encode())
     while True:
         raw = in_q.get()
         if raw is None:
             return
-        out_q.put(encode(worker.handle(decode_work(raw))))
+        out.send_bytes(encode(worker.handle(decode_work(raw))))
 
 
 class EmbeddedTransport(Transport):
+    """Work goes out on one shared queue; each worker answers on a pipe of its own, so a worker that
+    dies mid-write (a reco calling ``os._exit``, a SIGKILL) can corrupt or lock only its own pipe,
+    never the others' replies."""
+
     mode = "embedded"
 
     def __init__(self, event_doc: dict[str, Any], reco_name: str, reco_options: Mapping[str, str] | None,
@@ -55,16 +59,29 @@ class EmbeddedTransport(Transport):
         self.n_workers = n_workers
         self.max_in_flight_batches = 3 * n_workers
         self._in: Any = self._ctx.Queue()
-        self._out: Any = self._ctx.Queue()
-        self._procs: list[Any] = []
+        self._procs: dict[Any, Connection] = {}  # process -> the read end of its result pipe
         self._spawned = 0
 
     def _spawn(self) -> None:
         self._spawned += 1
-        p = self._ctx.Process(target=_worker_main, args=(*self._args, self._in, self._out,
+        reader, writer = self._ctx.Pipe(duplex=False)
+        p = self._ctx.Process(target=_worker_main, args=(*self._args, self._in, writer,
                                                         f"local-worker-{self._spawned}"), daemon=True)
         p.start()
-        self._procs.append(p)
+        writer.close()  # only the worker writes: its death then reads as EOF here
+        self._procs[p] = reader
+
+    def _read(self, timeout_s: float) -> list[bytes]:
+        """Messages from every worker pipe that has one, waiting up to ``timeout_s``."""
+        out = []
+        for ready in wait(list(self._procs.values()), timeout=timeout_s):
+            reader = cast(Connection, ready)
+            try:
+                while reader.poll():
+                    out.append(reader.recv_bytes())
+            except (EOFError, OSError):
+                pass  # the worker died (maybe mid-message); maintain() replaces it
+        return out
 
     def start(self, timeout_s: float = 300.0) -> None:
         """Start the workers and wait until each has prepared the event."""
@@ -76,38 +93,33 @@ class EmbeddedTransport(Transport):
         ready = 0
         deadline = time.monotonic() + timeout_s
         while ready < self.n_workers:
-            try:
-                note = self._out.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
+            if time.monotonic() > deadline:
                 self.close()
-                raise SkyScanError(f"local workers did not get ready within {timeout_s:.0f} s") from None
-            if note.startswith(b"failed:"):
+                raise SkyScanError(f"local workers did not get ready within {timeout_s:.0f} s")
+            for note in self._read(timeout_s=0.5):
+                if note.startswith(b"failed:"):
+                    self.close()
+                    raise SkyScanError("a local worker could not prepare the event: "
+                                       + note.decode(errors="replace").split(":", 2)[2])
+                ready += 1
+            if ready < self.n_workers and not all(p.is_alive() for p in self._procs):
                 self.close()
-                raise SkyScanError("a local worker could not prepare the event: "
-                                   + note.decode(errors="replace").split(":", 2)[2])
-            ready += 1
+                raise SkyScanError("a local worker died while preparing the event")
         LOGGER.info("%d local workers ready", ready)
 
     def send(self, payload: dict[str, Any]) -> None:
         self._in.put(json.dumps(payload, separators=(",", ":")).encode())
 
     def receive(self, timeout_s: float) -> list[Any]:
-        out = []
-        try:
-            out.append(self._out.get(timeout=timeout_s))
-            while True:
-                out.append(self._out.get_nowait())
-        except queue.Empty:
-            pass
-        return [m for m in out if not m.startswith((b"ready:", b"failed:"))]  # replacements announce too
+        # replacements announce themselves too: those notes are not results
+        return [m for m in self._read(timeout_s) if not m.startswith((b"ready:", b"failed:"))]
 
     def maintain(self) -> list[str]:
         notes = []
-        for p in list(self._procs):
-            if not p.is_alive():
-                self._procs.remove(p)
-                notes.append(f"local worker {p.name} exited with code {p.exitcode}; starting a replacement")
-                self._spawn()
+        for p in [p for p in self._procs if not p.is_alive()]:
+            self._procs.pop(p).close()
+            notes.append(f"local worker {p.name} exited with code {p.exitcode}; starting a replacement")
+            self._spawn()
         return notes
 
     def close(self) -> None:
@@ -116,12 +128,12 @@ class EmbeddedTransport(Transport):
                 self._in.put(None)
             except (OSError, ValueError):
                 pass
-        for p in self._procs:
+        for p, reader in self._procs.items():
             p.join(timeout=2)
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=2)
+            reader.close()
         self._procs.clear()
-        for q in (self._in, self._out):
-            q.cancel_join_thread()
-            q.close()
+        self._in.cancel_join_thread()
+        self._in.close()
