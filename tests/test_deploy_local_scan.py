@@ -274,7 +274,9 @@ def test_local_scan_end_to_end_over_rabbitmq(tmp_path: Path) -> None:
     env = {
         "SKYSCAN_BROKER_CLIENT": "rabbitmq",
         "SKYSCAN_BROKER_ADDRESS": "127.0.0.1",
-        "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE": "120",
+        # a client can start after the other one has done the whole (small) scan: it then waits for a
+        # first message that never comes, and must give up within --client-grace to exit cleanly
+        "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE": "20",
         "SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE": "10",  # clients exit 10 s after the last work item
         "SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS": "120",
     }
