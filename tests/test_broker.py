@@ -123,7 +123,9 @@ def base_env(**more: str) -> dict[str, str]:
     env.update({
         "SKYSCAN_BROKER_CLIENT": "rabbitmq",
         "SKYSCAN_BROKER_ADDRESS": f"{RABBITMQ[0]}",
-        "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE": "120",
+        # a client started after the others finished a small scan gets no message at all: it must give
+        # up well within wait_clients()'s 60 s (clients start only once the startup JSON exists)
+        "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE": "20",
         "SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE": "2",  # clients exit ~2 s after the last work item
         "SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS": "120",
         "SKYSCAN_PROGRESS_INTERVAL_SEC": "0.5",
