@@ -340,7 +340,10 @@ def publish(queue: str, payloads: list[Any]) -> None:
 def test_rabbitmq_scan_equals_embedded(rabbitmq: None, scans: Callable[..., Scan], embedded: Callable[..., Embedded], tmp_path: Path,
                                        nsides: list[str]) -> None:
     args = ["--reco-algo", "dummy", "--nsides", *nsides]
-    scan = scans(args)
+    # each fit sleeps 4 ms, so one client alone would need >10 s: long enough for the second (started at
+    # the same time) to connect and take work, which the per-client assertion below relies on; a plain
+    # dummy fit is so fast that the first client connected could do the whole scan alone
+    scan = scans([*args, "--reco-option", "sleep_s=0.004"])
     ref = embedded(scan.event, args)
     scan.start_server()
     startup = scan.startup()
