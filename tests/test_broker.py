@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import IN_CI, NATS, RABBITMQ, need_broker, reachable  # tests/ is on pytest's pythonpath
 
 from skymap_scanner.checkpoint import RECORD_DTYPE
 from skymap_scanner.collector import FIT_FIELDS
@@ -30,30 +30,10 @@ from skymap_scanner.results import load_result
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "resources" / "sample_events" / "run00136662-evt000035405932-BRONZE.json"
-IN_CI = os.environ.get("CI", "").lower() == "true"
-RABBITMQ = ("127.0.0.1", 5672)
-NATS = ("127.0.0.1", 4222)
-
 pytestmark = pytest.mark.broker
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------
-def reachable(host: str, port: int, timeout_s: float = 2.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def need_broker(name: str, host: str, port: int) -> None:
-    if not reachable(host, port):
-        why = f"no {name} answers on {host}:{port}"
-        if IN_CI:
-            pytest.fail(f"CI=true but {why}")
-        pytest.skip(f"{why} (start it to run the broker tests)")
-
-
 @pytest.fixture
 def rabbitmq() -> None:
     need_broker("RabbitMQ", *RABBITMQ)

@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import (  # tests/ is on pytest's pythonpath
+    RABBITMQ,
+    minimal_event_doc,
+    need_broker,
+    pulses_on_doms,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -586,15 +592,7 @@ os.execve(sys.executable, [sys.executable, *cmd[1:]], env)
 def test_docker_flow_end_to_end_with_a_host_shim(tmp_path: Path) -> None:
     """launch_server.sh, wait_for_file.sh and two launch_client.sh over the local RabbitMQ, the
     "containers" seeing only the forwarded variables and the mounted paths."""
-    import socket
-
-    in_ci = os.environ.get("CI", "").lower() == "true"
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
-    except OSError:
-        if in_ci:
-            pytest.fail("CI=true but no RabbitMQ answers on 127.0.0.1:5672")
-        pytest.skip("no RabbitMQ on 127.0.0.1:5672 (start it with: rabbitmq-server -detached)")
+    need_broker("RabbitMQ", *RABBITMQ)
     skyreader = pytest.importorskip("skyreader", reason="icecube-skyreader reads the result file")
     import numpy as np
 
@@ -653,22 +651,8 @@ def test_docker_flow_end_to_end_with_a_host_shim(tmp_path: Path) -> None:
 def _small_native_event() -> dict[str, Any]:
     """A small synthetic event in the project's own format (the dummy reco needs only pulses)."""
     doms = [(s, o) for s in range(34, 40) for o in range(20, 40, 4)]
-    return {
-        "format": "skymap-scanner-event/1",
-        "run_id": 515151,
-        "event_id": 3,
-        "event_type": "deploy_test",
-        "mjd": 60100.5,
-        "is_real_event": False,
-        "geometry": "icecube86",
-        "pulses": {
-            "string": [s for s, _ in doms],
-            "om": [o for _, o in doms],
-            "time": [10000.0 + 7.0 * i for i in range(len(doms))],
-            "charge": [1.0 + 0.2 * i for i in range(len(doms))],
-            "lc": [True] * len(doms),
-        },
-    }
+    return minimal_event_doc(run_id=515151, event_id=3, event_type="deploy_test", mjd=60100.5,
+                             pulses=pulses_on_doms(doms, dt_ns=7.0, dq_pe=0.2))
 
 
 def test_path_with_a_comma_refused(fake_docker, tmp_path: Path) -> None:

@@ -3,10 +3,8 @@ programs), and one real distributed scan over the local RabbitMQ (marked ``broke
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,10 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import (  # tests/ is on pytest's pythonpath
+    RABBITMQ,
+    minimal_event_doc,
+    need_broker,
+    pulses_on_doms,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SCAN = ROOT / "resources" / "launch_scripts" / "local_scan.py"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # A stand-in for `python -m skymap_scanner.server|client`: behaviour chosen by FAKE_MODE.
 FAKE_PYTHON = r"""#!{python}
@@ -211,61 +214,21 @@ def test_missing_event_file(tmp_path: Path, fake_python: Path) -> None:
 # --- the real thing: server and clients over the local RabbitMQ ----------------------------------------
 
 
-def broker_reachable(host: str = "127.0.0.1", port: int = 5672) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def distributed_mode_missing() -> str | None:
-    for module in ("skymap_scanner.server", "skymap_scanner.client"):
-        if importlib.util.find_spec(module) is None or importlib.util.find_spec(module + ".__main__") is None:
-            return f"{module} has no __main__ yet (distributed mode not written)"
-    return None
-
-
 def native_event(path: Path) -> None:
     """A small synthetic event in the project's own format (the dummy reco needs only pulses)."""
     rng = np.random.default_rng(7)
     doms = sorted(
         {(int(s), int(o)) for s, o in zip(rng.integers(30, 50, 40), rng.integers(10, 50, 40), strict=True)}
     )
-    path.write_text(
-        json.dumps(
-            {
-                "format": "skymap-scanner-event/1",
-                "run_id": 424242,
-                "event_id": 17,
-                "event_type": "deploy_test",
-                "mjd": 60000.25,
-                "is_real_event": False,
-                "geometry": "icecube86",
-                "pulses": {
-                    "string": [s for s, _ in doms],
-                    "om": [o for _, o in doms],
-                    "time": [10000.0 + 5.0 * i for i in range(len(doms))],
-                    "charge": [1.0 + 0.1 * i for i in range(len(doms))],
-                    "lc": [True] * len(doms),
-                },
-            }
-        )
-    )
+    doc = minimal_event_doc(run_id=424242, event_id=17, event_type="deploy_test", mjd=60000.25,
+                            pulses=pulses_on_doms(doms, dt_ns=5.0, dq_pe=0.1))
+    path.write_text(json.dumps(doc))
 
 
 @pytest.mark.broker
 @pytest.mark.slow
 def test_local_scan_end_to_end_over_rabbitmq(tmp_path: Path) -> None:
-    if not broker_reachable():
-        if IN_CI:
-            pytest.fail("CI=true but no RabbitMQ answers on 127.0.0.1:5672")
-        pytest.skip("no RabbitMQ on 127.0.0.1:5672 (start it with: rabbitmq-server -detached)")
-    missing = distributed_mode_missing()
-    if missing:
-        if IN_CI:
-            pytest.fail(missing)
-        pytest.skip(missing)
+    need_broker("RabbitMQ", *RABBITMQ)
     skyreader = pytest.importorskip("skyreader", reason="icecube-skyreader reads the result file")
 
     event = tmp_path / "event.json"
