@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
-from astropy.time import Time
 
 from skymap_scanner import __version__
 from skymap_scanner.products.multires import MultiResMap
 from skymap_scanner.products.regions import BestFit
 from skymap_scanner.products.scan import EventInfo
+from skymap_scanner.products.summary import mjd_to_iso
 from skymap_scanner.utils.atomic import atomic_write
 
 
@@ -47,10 +47,6 @@ class Meta:
     nsides: tuple[int, ...] = ()
 
 
-def _iso(mjd: float) -> str:
-    return str(Time(mjd, format="mjd", scale="utc").isot)
-
-
 # One table drives the metadata keys of both FITS files: (FITS key, comment, getter).
 FITS_META: tuple[tuple[str, str, Callable[[Meta], Any]], ...] = (
     ("OBJECT", "Unique identifier for this event",
@@ -60,7 +56,7 @@ FITS_META: tuple[tuple[str, str, Callable[[Meta], Any]], ...] = (
     ("EVENTID", "IceCube event number", lambda x: x.event.event_id),
     ("EVTTYPE", "Alert stream / event type", lambda x: x.event.event_type),
     ("REALEVT", "Real (not simulated) event", lambda x: x.event.is_real_event),
-    ("DATE-OBS", "UTC date of the event", lambda x: None if x.event.mjd is None else _iso(x.event.mjd)),
+    ("DATE-OBS", "UTC date of the event", lambda x: mjd_to_iso(x.event.mjd)),
     ("MJD-OBS", "Modified Julian date of the event (UTC)", lambda x: x.event.mjd),
     ("RA", "[deg] Best-fit right ascension (J2000)", lambda x: x.fit.ra_deg),
     ("DEC", "[deg] Best-fit declination (J2000)", lambda x: x.fit.dec_deg),
