@@ -56,11 +56,6 @@ class MultiResMap:
     def llh_min(self) -> float:
         return float(np.nanmin(self.llh))
 
-    def centres(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """(theta, phi) of each leaf's centre, rad."""
-        theta, phi = hp.pix2ang(1 << self.order, self.ipix, nest=True)
-        return np.asarray(theta), np.asarray(phi)
-
     def leaf_at(self, theta: npt.ArrayLike, phi: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Index of the leaf containing each direction (theta, phi in rad)."""
         p = hp.ang2pix(1 << self.max_order, theta, phi, nest=True)

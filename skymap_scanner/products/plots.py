@@ -19,7 +19,6 @@ import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.patheffects as patheffects  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
@@ -196,8 +195,3 @@ def save_figure(fig: Figure, *paths: Path, dpi: int = 150) -> list[Path]:
         plt.close(fig)
     return out
 
-
-def grid_delta2(m: MultiResMap, fit: BestFit, ra_deg: npt.ArrayLike, dec_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """2*Delta-llh sampled at (RA, Dec) deg; a helper for tests and notebooks."""
-    ra = np.radians(np.mod(np.asarray(ra_deg, dtype=float), 360.0))
-    return 2.0 * (m.sample(np.radians(90.0 - np.asarray(dec_deg, dtype=float)), ra) - fit.llh)
