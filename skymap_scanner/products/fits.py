@@ -108,7 +108,7 @@ def llh_hdul(m: MultiResMap, meta: Meta) -> fits.HDUList:
 
     order = m.max_order
     nside = 1 << order
-    llh = m.rasterize(order)
+    llh = m.rasterize()
     llh = np.where(np.isfinite(llh), llh, hp.UNSEEN)
     hdu = fits.BinTableHDU.from_columns([fits.Column(name="LLH", format="D", array=llh)], name="LLH")
     h = hdu.header

@@ -65,14 +65,9 @@ class MultiResMap:
         """llh of the finest scanned pixel at each direction (rad)."""
         return self.llh[self.leaf_at(theta, phi)]
 
-    def rasterize(self, order: int | None = None) -> npt.NDArray[np.float64]:
-        """Single-resolution NESTED llh map at ``order`` (default ``max_order``; leaves finer than
-        ``order`` are sampled at the coarse pixel centres)."""
-        order = self.max_order if order is None else order
-        if order == self.max_order:
-            return np.repeat(self.llh, 1 << (2 * (order - self.order)))
-        theta, phi = hp.pix2ang(1 << order, np.arange(12 << (2 * order)), nest=True)
-        return self.sample(theta, phi)
+    def rasterize(self) -> npt.NDArray[np.float64]:
+        """Single-resolution NESTED llh map at ``max_order``."""
+        return np.repeat(self.llh, 1 << (2 * (self.max_order - self.order)))
 
 
 def _full_sky(order: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
