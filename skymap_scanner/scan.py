@@ -185,7 +185,8 @@ class ScanRunner:
 
     # -- work out -------------------------------------------------------------------------
     def _fill(self) -> None:
-        while len(self.leases) < self.transport.max_in_flight_batches:
+        limit = self.transport.max_in_flight_batches  # fixed while filling: it changes only on receive
+        while len(self.leases) < limit:
             if self._buffer is None or self._buffer_pos >= len(self._buffer[0]):
                 block = self.engine.pop_work(BLOCK_ITEMS)
                 if block is None:

@@ -166,7 +166,7 @@ class MQServerTransport(Transport):
         self.batches_per_client = batches_per_client
         self.client_memory_s = client_memory_s
         self._clock = clock
-        self._client_seen: dict[str, float] = {}
+        self._client_seen: dict[str, float] = {}  # client -> time last seen, oldest first (see receive)
         self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
@@ -191,10 +191,6 @@ class MQServerTransport(Transport):
         window of small batches costs a message round trip per few fits. The window grows as new
         clients answer (about threefold per round trip when many clients join at once).
         """
-        now = self._clock()
-        stale = [c for c, t in self._client_seen.items() if now - t > self.client_memory_s]
-        for c in stale:
-            del self._client_seen[c]
         return max(self.min_in_flight_batches, self.batches_per_client * len(self._client_seen))
 
     def send(self, payload: dict[str, Any]) -> None:
@@ -209,10 +205,19 @@ class MQServerTransport(Transport):
         except queue.Empty:
             pass
         now = self._clock()
+        seen = self._client_seen
         for raw in out:  # count clients for the window; the scan loop validates the replies themselves
             client = raw.get("client") if isinstance(raw, dict) else None
-            if isinstance(client, str) and len(self._client_seen) < 100_000:
-                self._client_seen[client[:200]] = now
+            if isinstance(client, str) and len(seen) < 100_000:
+                key = client[:200]
+                seen.pop(key, None)  # re-insert: the dict stays ordered by time last seen, oldest first
+                seen[key] = now
+        # forget clients not seen for client_memory_s: only the oldest entries need looking at
+        while seen:
+            oldest = next(iter(seen))
+            if now - seen[oldest] <= self.client_memory_s:
+                break
+            del seen[oldest]
         return out
 
     def maintain(self) -> list[str]:
