@@ -70,6 +70,17 @@ class MultiResMap:
         return np.repeat(self.llh, 1 << (2 * (self.max_order - self.order)))
 
 
+def children_at(
+    order: npt.NDArray[np.int64], ipix: npt.NDArray[np.int64], target_order: int
+) -> npt.NDArray[np.int64]:
+    """Every NESTED pixel of ``target_order`` inside each pixel (order <= target_order), grouped per
+    input pixel in input order, ascending within each group."""
+    n = 1 << (2 * (target_order - order))
+    first = np.repeat(ipix << (2 * (target_order - order)), n)
+    offsets = np.arange(first.size) - np.repeat(np.cumsum(n) - n, n)
+    return first + offsets
+
+
 def _full_sky(order: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     n = 12 << (2 * order)
     return np.full(n, order, dtype=np.int64), np.arange(n, dtype=np.int64)
@@ -92,11 +103,8 @@ def build_multires(scan: Scan) -> MultiResMap:
         start = ipix << (2 * (o - order))
         hit = np.zeros(ipix.size, dtype=bool)
         hit[np.searchsorted(start, pix, side="right") - 1] = True
-        n_child = 1 << (2 * (o - order[hit]))
-        child_first = np.repeat(start[hit], n_child)
-        offsets = np.arange(child_first.size) - np.repeat(np.cumsum(n_child) - n_child, n_child)
-        child = child_first + offsets
-        child_llh = np.repeat(llh[hit], n_child)
+        child = children_at(order[hit], ipix[hit], o)
+        child_llh = np.repeat(llh[hit], 1 << (2 * (o - order[hit])))
         pos = np.searchsorted(child, pix)
         child_llh[pos] = vals
         order = np.concatenate([order[~hit], np.full(child.size, o, dtype=np.int64)])

@@ -17,7 +17,7 @@ import healpy as hp
 import numpy as np
 import numpy.typing as npt
 
-from skymap_scanner.products.multires import SR_TO_DEG2, MultiResMap
+from skymap_scanner.products.multires import SR_TO_DEG2, MultiResMap, children_at
 from skymap_scanner.products.scan import Scan
 
 
@@ -122,11 +122,8 @@ def _region_pixels(m: MultiResMap, inside: npt.NDArray[np.bool_], w: int) -> npt
     """NESTED pixels of order ``w`` covering the in-region leaves."""
     o, p = m.order[inside], m.ipix[inside]
     coarse = o <= w
-    n = 1 << (2 * (w - o[coarse]))
-    first = np.repeat(p[coarse] << (2 * (w - o[coarse])), n)
-    offs = np.arange(first.size) - np.repeat(np.cumsum(n) - n, n)
     fine_parents = p[~coarse] >> (2 * (o[~coarse] - w))
-    return np.unique(np.concatenate([first + offs, fine_parents]))
+    return np.unique(np.concatenate([children_at(o[coarse], p[coarse], w), fine_parents]))
 
 
 def boundary_points(
