@@ -1,9 +1,9 @@
 """Collects fit results per nside, by pixel; pure logic, no I/O.
 
 Memory is O(pixels): one slot per expected pixel holding the best fit over its
-position variations (7 float64), a bit mask of the posvars received and a failure
-mask (2 uint64): 72 bytes per pixel, plus 8 bytes for the pixel index of a sparse
-(refined) nside. A full-sky nside uses dense slots (slot = pixel index).
+position variations (7 float64) and a bit mask of the posvars received (uint64):
+64 bytes per pixel, plus 8 bytes for the pixel index of a sparse (refined) nside.
+A full-sky nside uses dense slots (slot = pixel index).
 """
 
 from __future__ import annotations
@@ -29,12 +29,6 @@ class IngestCounts:
     duplicates: int = 0
     unknown: int = 0  # (pixel, posvar) this scan never asked for
 
-    def __iadd__(self, other: IngestCounts) -> IngestCounts:
-        self.accepted += other.accepted
-        self.duplicates += other.duplicates
-        self.unknown += other.unknown
-        return self
-
 
 class NsideStore:
     """Results of one nside: expected pixels, received posvars, best fit per pixel."""
@@ -45,12 +39,11 @@ class NsideStore:
         self.nside = nside
         self.n_posvar = n_posvar
         self.full_sky = full_sky
-        self._all_mask = np.uint64((1 << n_posvar) - 1) if n_posvar < 64 else np.uint64(2**64 - 1)
+        self._all_mask = np.uint64((1 << n_posvar) - 1)
         n = 12 * nside * nside if full_sky else 0
-        self._pixels: IntArray = np.arange(n, dtype=np.int64) if not full_sky else np.empty(0, np.int64)
+        self._pixels: IntArray = np.empty(0, np.int64)  # sparse nside: expected pixels, sorted (unused if full sky)
         self._fits = np.full((n, len(FIT_FIELDS)), np.nan)
         self._received = np.zeros(n, dtype=np.uint64)
-        self._failed = np.zeros(n, dtype=np.uint64)
         self.n_pixels_done = 0
         self.n_items_received = 0
         self.n_failed_items = 0
@@ -77,7 +70,6 @@ class NsideStore:
             self._pixels = merged[order]
             self._fits = np.concatenate([self._fits, np.full((new.size, len(FIT_FIELDS)), np.nan)])[order]
             self._received = np.concatenate([self._received, np.zeros(new.size, np.uint64)])[order]
-            self._failed = np.concatenate([self._failed, np.zeros(new.size, np.uint64)])[order]
         return new
 
     def slots(self, pixels: npt.ArrayLike) -> IntArray:
@@ -87,7 +79,7 @@ class NsideStore:
             return np.where((px >= 0) & (px < self.n_expected), px, -1)
         pos = np.searchsorted(self._pixels, px)
         pos_c = np.minimum(pos, max(self._pixels.size - 1, 0))
-        found = (self._pixels.size > 0) & (self._pixels[pos_c] == px) if self._pixels.size else np.zeros(px.shape, bool)
+        found = (self._pixels[pos_c] == px) if self._pixels.size else np.zeros(px.shape, bool)
         return np.where(found, pos_c, -1)
 
     # -- results -----------------------------------------------------------------------
@@ -124,7 +116,6 @@ class NsideStore:
         self.n_failed_items += int(fl.sum())
         was_done = self._received[slot] == self._all_mask
         np.bitwise_or.at(self._received, slot, bit)
-        np.bitwise_or.at(self._failed, slot[fl], bit[fl])
         # best finite llh per pixel: process candidates in order of llh so the lowest wins
         llh = np.where(np.isfinite(f[:, 0]) & ~fl, f[:, 0], np.inf)
         order = np.argsort(llh, kind="stable")[::-1]  # highest first; lowest written last
@@ -176,6 +167,3 @@ class NsideStore:
         for j, name in enumerate(FIT_FIELDS):
             out[name] = self._fits[idx, j]
         return out
-
-    def nbytes(self) -> int:
-        return int(self._pixels.nbytes + self._fits.nbytes + self._received.nbytes + self._failed.nbytes)
