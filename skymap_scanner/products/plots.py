@@ -6,10 +6,9 @@ the left, as on the sky. Figures are returned by the pure builders; :func:`save_
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
 import matplotlib
 
@@ -176,21 +175,13 @@ def zoom_figure(
     return fig
 
 
-def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
-    def write(f: IO[bytes]) -> None:
-        f.write(data)
-
-    return write
-
-
 def save_figure(fig: Figure, *paths: Path, dpi: int = 150) -> list[Path]:
     """Save atomically in each format given by the suffixes (png, pdf), then close the figure."""
     out = []
     try:
         for path in map(Path, paths):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=path.suffix.lstrip(".").lower(), dpi=dpi)
-            out.append(atomic_write(path, _writer(buf.getvalue())))
+            fmt = path.suffix.lstrip(".").lower()
+            out.append(atomic_write(path, functools.partial(fig.savefig, format=fmt, dpi=dpi)))
     finally:
         plt.close(fig)
     return out
