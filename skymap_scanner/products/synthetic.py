@@ -19,6 +19,9 @@ import healpy as hp
 import numpy as np
 import numpy.typing as npt
 
+from skymap_scanner.collector import RESULT_DTYPE
+from skymap_scanner.results import RESULT_VERSION
+
 
 @dataclasses.dataclass(frozen=True)
 class Gaussian:
@@ -78,10 +81,9 @@ def write_result_npz(
     header: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``arrays`` as a result .npz (fields index, llh, E_in, E_tot, X, Y, Z, T; optional header rows)."""
-    fields = [("index", "i8"), ("llh", "f8")] + [(f, "f8") for f in ("E_in", "E_tot", "X", "Y", "Z", "T")]
     data: dict[str, Any] = {}
     for nside, (idx, llh) in arrays.items():
-        a = np.zeros(idx.size, dtype=fields)
+        a = np.zeros(idx.size, dtype=RESULT_DTYPE)
         a["index"], a["llh"] = idx, llh
         data[f"nside-{nside}"] = a
     if header is not None:
@@ -89,7 +91,7 @@ def write_result_npz(
                 ("event_type", "U16"), ("mjd", "f8"), ("is_real_event", "?"), ("version", "i8")]
         rows = [
             (n, header.get("complete", True), header["run_id"], header["event_id"], header["event_type"],
-             header["mjd"], header.get("is_real_event", False), 1)
+             header["mjd"], header.get("is_real_event", False), RESULT_VERSION)
             for n in arrays
         ]
         data["header"] = np.array(rows, dtype=cols)
