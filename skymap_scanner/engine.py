@@ -62,7 +62,6 @@ class EngineCounts:
     unknown: int = 0
     failed_attempts: int = 0
     failed_items: int = 0  # given up on after max_attempts (poison)
-    refinements: int = 0
     re_refinements: int = 0
 
 
@@ -245,8 +244,6 @@ class ScanEngine:
         self._centre[level] = centre
         if rerefine:
             self.counts.re_refinements += 1
-        else:
-            self.counts.refinements += 1
         if new.size:
             self._queue.append(_Pending(level, new))
 

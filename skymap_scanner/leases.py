@@ -34,7 +34,6 @@ class LeaseBook:
         self.items_in_flight = 0
         self._rate_items_per_s = 0.0
         self._t_last: float | None = None
-        self.expired = 0
 
     def __len__(self) -> int:
         return len(self._leases)
@@ -68,9 +67,4 @@ class LeaseBook:
                 out.append(lease)
                 del self._leases[lease.batch_id]
                 self.items_in_flight -= int(lease.pixels.size)
-        self.expired += len(out)
         return out
-
-    @property
-    def rate_items_per_s(self) -> float:
-        return self._rate_items_per_s

@@ -34,13 +34,8 @@ def _to_json_floats(a: npt.ArrayLike) -> list[Any]:
     arr = np.asarray(a, dtype=np.float64)
     out: list[Any] = arr.tolist()
     if not np.isfinite(arr).all():
-        bad = ~np.isfinite(arr)
-        if arr.ndim == 1:
-            for i in np.flatnonzero(bad).tolist():
-                out[i] = None
-        else:
-            for i, j in zip(*np.nonzero(bad), strict=True):
-                out[int(i)][int(j)] = None
+        for i in np.flatnonzero(~np.isfinite(arr)).tolist():
+            out[i] = None
     return out
 
 

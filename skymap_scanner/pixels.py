@@ -70,10 +70,6 @@ def progression_str(steps: Iterable[NsideStep]) -> str:
     return " ".join(str(s) for s in steps)
 
 
-def npix(nside: int) -> int:
-    return 12 * nside * nside
-
-
 def pixel_radec(nside: int, pixels: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Centres of RING ``pixels`` as (ra, dec) in rad."""
     theta, phi = hp.pix2ang(nside, np.asarray(pixels, dtype=np.int64))

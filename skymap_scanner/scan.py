@@ -89,7 +89,6 @@ class ScanStats:
     per_client: Counter[str] = field(default_factory=Counter)
     reco_time_s: float = 0.0
     reco_items: int = 0
-    replayed_items: int = 0
 
 
 class ScanRunner:
@@ -128,7 +127,6 @@ class ScanRunner:
         for nside, pixels, posvars, fits, failed in self._log.replay():
             self.engine.ingest(nside, pixels, posvars, fits, failed)
             n += int(pixels.size)
-        self.stats.replayed_items = n
         self._items_at_start = self.engine.counts.accepted
         if n:
             LOGGER.info("resumed from checkpoint %s: %d fits already collected", self._log.path, n)
@@ -243,16 +241,15 @@ class ScanRunner:
                            msg.client, first)
             self._give_up_or_retry(msg.nside, pixels[err], posvars[err])
 
-    def _ingest(self, nside: int, pixels: np.ndarray, posvars: np.ndarray, fits: np.ndarray,
-                failed: np.ndarray | None = None) -> Any:
+    def _ingest(self, nside: int, pixels: np.ndarray, posvars: np.ndarray, fits: np.ndarray) -> Any:
         store = self.engine.store(nside)
         new = None
         if store is not None and self._log is not None:
             bits = np.left_shift(np.uint64(1), np.clip(posvars, 0, 63).astype(np.uint64))
             new = (store.received_mask(pixels) & bits) == 0
-        counts = self.engine.ingest(nside, pixels, posvars, fits, failed)
+        counts = self.engine.ingest(nside, pixels, posvars, fits)
         if self._log is not None and new is not None and new.any():
-            self._log.append(nside, pixels[new], posvars[new], fits[new], None if failed is None else failed[new])
+            self._log.append(nside, pixels[new], posvars[new], fits[new])
         return counts
 
     def _give_up_or_retry(self, nside: int, pixels: np.ndarray, posvars: np.ndarray) -> None:

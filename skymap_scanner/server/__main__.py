@@ -148,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     manifest = runner.manifest()
     write_manifest(args.output_dir, manifest)
     LOGGER.info("result written: %s (and %s) after %.1f s", npz, js.name, time.monotonic() - t0)
-    reporter.final(result, npz, manifest)
+    reporter.final(result, manifest)
     if not args.no_products:
         try:
             from ..products import make_products
@@ -183,7 +183,7 @@ class _Reporter:
         if self.skydriver:
             self.skydriver.send_result(result, final=False)
 
-    def final(self, result: object, npz: Path, manifest: dict) -> None:  # type: ignore[type-arg]
+    def final(self, result: object, manifest: dict) -> None:  # type: ignore[type-arg]
         if self.skydriver:
             self.skydriver.send_manifest(manifest)
             self.skydriver.send_result(result, final=True)

@@ -79,7 +79,6 @@ class _Publisher(threading.Thread):
         self.settings, self.qname, self.outbox = settings, name, outbox
         self.error: str | None = None
         self.failing_since: float | None = None
-        self.sent = 0
 
     def run(self) -> None:
         asyncio.run(self._main())
@@ -98,7 +97,6 @@ class _Publisher(threading.Thread):
                                 return
                         await pub.send(pending)
                         pending = None
-                        self.sent += 1
                         self.failing_since = None
                         delay = 0.5
             except Exception as e:
@@ -117,8 +115,6 @@ class _Consumer(threading.Thread):
         super().__init__(name=f"sub-{name}", daemon=True)
         self.settings, self.qname, self.inbox, self.stop, self.prefetch = settings, name, inbox, stop, prefetch
         self.idle_s = idle_s
-        self.received = 0
-        self.sessions = 0
 
     def run(self) -> None:
         asyncio.run(self._main())
@@ -128,14 +124,12 @@ class _Consumer(threading.Thread):
         while not self.stop.is_set():
             try:
                 q = self.settings.make_queue(self.qname, prefetch=self.prefetch, timeout_s=self.idle_s)
-                self.sessions += 1
                 # open_sub acks each message when the loop asks for the next one (after it was handed
                 # over), and acks the last one on a clean exit from the loop
                 async with q.open_sub() as sub:
                     t_last = time.monotonic()
                     async for data in sub:
                         self.inbox.put(data)
-                        self.received += 1
                         delay = 0.5
                         now = time.monotonic()
                         gap, t_last = now - t_last, now
