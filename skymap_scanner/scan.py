@@ -32,7 +32,7 @@ from .events import native
 from .events.model import Event
 from .leases import LeaseBook
 from .messages import WorkMessage, decode_result
-from .pixels import NsideStep, parse_progression, pixel_radec, progression_str
+from .pixels import DEFAULT_PROGRESSION, NsideStep, parse_progression, pixel_radec, progression_str
 from .recos import get_reco
 from .results import EventMeta, ScanResult
 from .transport import Transport
@@ -58,7 +58,7 @@ class ScanSpec:
     event: Event
     reco_name: str
     reco_options: Mapping[str, str] = field(default_factory=dict)
-    nsides: str | tuple[NsideStep, ...] = "8:0 64:12 512:24"
+    nsides: str | tuple[NsideStep, ...] = DEFAULT_PROGRESSION
     predictive_threshold: float = 1.0
     max_attempts: int = 3
     batch_size: int = 0  # 0 = adapt to the reco's speed
@@ -319,7 +319,7 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> Path:
     return atomic_write_text(Path(output_dir) / "scan-manifest.json", json.dumps(manifest, indent=1, default=str))
 
 
-def scan_event(event: Event, reco_name: str, *, nsides: str = "8:0 64:12 512:24", local_workers: int = 2,
+def scan_event(event: Event, reco_name: str, *, nsides: str = DEFAULT_PROGRESSION, local_workers: int = 2,
                reco_options: Mapping[str, str] | None = None, predictive_threshold: float = 1.0) -> ScanResult:
     """Run a whole embedded scan of ``event`` in this process plus ``local_workers`` workers."""
     from .transport.embedded import EmbeddedTransport
