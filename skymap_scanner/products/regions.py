@@ -28,7 +28,6 @@ class LevelSet:
     name: str
     level: float
     containment: float
-    description: str
 
 
 def wilks_level(containment: float) -> float:
@@ -38,10 +37,10 @@ def wilks_level(containment: float) -> float:
 
 #: The four level sets of the summary, in the order they are reported.
 LEVEL_SETS: tuple[LevelSet, ...] = (
-    LevelSet("wilks_50", wilks_level(0.5), 0.5, "Wilks' theorem, 2 degrees of freedom"),
-    LevelSet("wilks_90", wilks_level(0.9), 0.9, "Wilks' theorem, 2 degrees of freedom"),
-    LevelSet("icecube_50", 22.2, 0.5, "IceCube realtime calibration (millipede track scans)"),
-    LevelSet("icecube_90", 64.2, 0.9, "IceCube realtime calibration (millipede track scans)"),
+    LevelSet("wilks_50", wilks_level(0.5), 0.5),  # Wilks' theorem, 2 degrees of freedom
+    LevelSet("wilks_90", wilks_level(0.9), 0.9),  # Wilks' theorem, 2 degrees of freedom
+    LevelSet("icecube_50", 22.2, 0.5),  # IceCube realtime calibration (millipede track scans)
+    LevelSet("icecube_90", 64.2, 0.9),  # IceCube realtime calibration (millipede track scans)
 )
 LEVEL_FAMILIES = {"wilks": LEVEL_SETS[:2], "icecube": LEVEL_SETS[2:], "both": LEVEL_SETS}
 
