@@ -33,7 +33,7 @@ from .events.model import Event
 from .leases import LeaseBook
 from .messages import WorkMessage, decode_result
 from .pixels import DEFAULT_PROGRESSION, NsideStep, parse_progression, pixel_radec, progression_str
-from .recos import get_reco
+from .recos import make_reco
 from .results import EventMeta, ScanResult
 from .transport import Transport
 from .utils.atomic import atomic_write_text
@@ -73,7 +73,7 @@ class ScanSpec:
 
     def __post_init__(self) -> None:
         self.steps = parse_progression(self.nsides) if isinstance(self.nsides, str) else tuple(self.nsides)
-        reco = get_reco(self.reco_name)(self.reco_options)  # validates name and options early
+        reco = make_reco(self.reco_name, self.reco_options)  # validates name and options early
         self.n_posvar = reco.n_posvar
         if not self.scan_id:
             self.scan_id = make_scan_id(self.event, self.reco_name, self.reco_options, self.steps,

@@ -255,6 +255,8 @@ def broker_settings(cfg: EnvConfig, address: str | None = None, client: str | No
 
 def make_server_transport(cfg: EnvConfig, spec: Any, startup_json: Path) -> MQServerTransport:
     """The server's broker transport and the client-startup document it will write."""
+    from ..pixels import progression_str  # here, not at the top: healpy is not needed to import this module
+
     settings = broker_settings(cfg)
     to_clients, from_clients = queue_names(spec.scan_id)
     doc = {
@@ -267,7 +269,7 @@ def make_server_transport(cfg: EnvConfig, spec: Any, startup_json: Path) -> MQSe
         "queue_from_clients": from_clients,
         "reco_algo": spec.reco_name,
         "reco_options": dict(spec.reco_options),
-        "nsides": " ".join(str(s) for s in spec.steps),
+        "nsides": progression_str(spec.steps),
         "event": native.to_dict(spec.event),
     }
     return MQServerTransport(settings, spec.scan_id, startup_json, doc)
