@@ -272,7 +272,8 @@ class ScanRunner:
         elapsed = max(self.clock() - self._t_start, 1e-9)
         new_items = self.engine.counts.accepted - self._items_at_start
         rate = new_items / elapsed
-        remaining = sum(max(0, int(p["items_expected"]) - int(p["items_received"])) for p in self.engine.progress())
+        progress = self.engine.progress()
+        remaining = sum(max(0, int(p["items_expected"]) - int(p["items_received"])) for p in progress)
         best = self.engine.best()
         return {
             "scan_id": self.spec.scan_id,
@@ -281,7 +282,7 @@ class ScanRunner:
             "event": self.spec.event.name,
             "reco": self.spec.reco_name,
             "nsides": progression_str(self.spec.steps),
-            "progress": self.engine.progress(),
+            "progress": progress,
             "rate_fits_per_s": rate,
             "eta_s": (remaining / rate) if rate > 0 else None,
             "elapsed_s": elapsed,
