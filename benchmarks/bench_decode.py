@@ -9,7 +9,6 @@ parsing with CRC-32C over all frames; SuperDST decoding; the online cleaning.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skymap_scanner.events import load_event
+from skymap_scanner.events import load_event, read_document
 from skymap_scanner.events.geometry import icecube86
 from skymap_scanner.events.i3live import cleaning, decode_alert, envelope
 from skymap_scanner.events.i3live.frame import parse_frame
@@ -37,7 +36,7 @@ def _median_ms(fn: Callable[[], object], repeat: int) -> float:
 
 def _bench_file(path: Path, repeat: int) -> str:
     raw = path.read_bytes()
-    doc = envelope.load_message_pickle(raw) if raw[:1] == b"\x80" else json.loads(raw)
+    doc, _ = read_document(path)
     env = envelope.parse_envelope(doc)
     payloads = [(stop, envelope.frame_payload(b64)) for stop, b64 in env.frames]
     alert = decode_alert(doc, str(path))

@@ -18,7 +18,7 @@ from ..errors import EventError
 from . import native
 from .model import Event, OnlineFit, Pulses
 
-__all__ = ["Event", "OnlineFit", "Pulses", "load_event", "event_from_json_dict", "write_event"]
+__all__ = ["Event", "OnlineFit", "Pulses", "load_event", "read_document", "event_from_json_dict", "write_event"]
 
 PICKLE_MAGIC = (b"\x80",)  # protocol 2+ pickles start with PROTO (0x80)
 
@@ -27,15 +27,14 @@ def event_from_json_dict(d: Any, source: str) -> Event:
     """Build an event from an already-parsed JSON document of any supported layout."""
     if isinstance(d, dict) and "format" in d:
         return native.from_dict(d, source)
-    try:
-        from . import i3live
-    except ImportError:  # pragma: no cover - only without the decoder sub-package
-        raise EventError(source, "not a skymap-scanner-event/1 document") from None
+    from . import i3live  # lazy: the decoder is only loaded for realtime messages
+
     return i3live.event_from_message(d, source)
 
 
-def load_event(path: str | os.PathLike[str]) -> Event:
-    """Read, detect, decode and validate an event file; errors are :class:`EventError`."""
+def read_document(path: str | os.PathLike[str]) -> tuple[Any, bool]:
+    """Read an event file and parse it: (document, pickled). A pickle (2021a realtime message) is
+    opened with the decoder's allow-listing unpickler, anything else as JSON; errors are :class:`EventError`."""
     source = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -48,15 +47,23 @@ def load_event(path: str | os.PathLike[str]) -> Event:
     if not raw.strip():
         raise EventError(source, "the file is empty")
     if raw[:1] in PICKLE_MAGIC:
-        try:
-            from . import i3live
-        except ImportError:  # pragma: no cover
-            raise EventError(source, "pickled events are not supported by this build") from None
-        return i3live.event_from_pickle_bytes(raw, source)
+        from . import i3live
+
+        return i3live.load_message_bytes(raw, source), True
     try:
-        doc = json.loads(raw)
+        return json.loads(raw), False
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise EventError(source, f"neither JSON nor a pickled realtime message ({type(e).__name__})") from None
+
+
+def load_event(path: str | os.PathLike[str]) -> Event:
+    """Read, detect, decode and validate an event file; errors are :class:`EventError`."""
+    source = str(path)
+    doc, pickled = read_document(path)
+    if pickled:  # a pickle is always a realtime message, never the native format
+        from . import i3live
+
+        return i3live.event_from_message(doc, source)
     return event_from_json_dict(doc, source)
 
 

@@ -12,10 +12,7 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any
-
-PICKLE_MAGIC = b"\x80"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,21 +28,11 @@ def parser() -> argparse.ArgumentParser:
 def _read(path: str) -> tuple[Any, Any]:
     """(Event, Alert or None): an i3live file keeps its decoded frames for the description."""
     from ..errors import EventError
-    from ..events import i3live, load_event, native
+    from ..events import i3live, native, read_document
 
-    try:
-        raw = Path(path).read_bytes()
-    except OSError:
-        return load_event(path), None  # raises the usual one-line EventError
-    if raw[:1] == PICKLE_MAGIC:
-        doc = i3live.load_message_bytes(raw, path)
-    else:
-        try:
-            doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            return load_event(path), None
-        if isinstance(doc, dict) and "format" in doc:
-            return native.from_dict(doc, path), None
+    doc, pickled = read_document(path)
+    if not pickled and isinstance(doc, dict) and "format" in doc:
+        return native.from_dict(doc, path), None
     if not isinstance(doc, dict):
         raise EventError(path, "not an IceCube realtime message nor a skymap-scanner-event/1 document")
     alert = i3live.decode_alert(doc, path)

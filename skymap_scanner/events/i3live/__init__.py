@@ -5,8 +5,9 @@ small module: :mod:`.envelope` (message, safe unpickling, base64/zlib),
 :mod:`.frame` (I3Frame + CRC-32C), :mod:`.archive` (bounds-checked reader),
 :mod:`.objects` and :mod:`.superdst` (frame objects), :mod:`.i3time` (UTC/MJD),
 :mod:`.cleaning` (IceCube's online cleaning). Entry points used by
-:func:`skymap_scanner.events.load_event`: :func:`event_from_message` and
-:func:`event_from_pickle_bytes`; :func:`decode_alert` exposes everything decoded.
+:func:`skymap_scanner.events.load_event`: :func:`load_message_bytes` (the 2021a pickle) and
+:func:`event_from_message`; :func:`event_from_pickle_bytes` does both, and :func:`decode_alert`
+exposes everything decoded.
 """
 
 from __future__ import annotations
