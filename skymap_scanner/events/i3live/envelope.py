@@ -142,10 +142,6 @@ class Envelope:
     data: Mapping[str, Any] = field(default_factory=dict)  # value.data when it is a dict
     message: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def event_type(self) -> str:
-        return event_type(self.message, self.data)
-
 
 def parse_envelope(doc: Any) -> Envelope:
     """Find the frames of an i3live message (old list-of-frames, 2021a or 2023a)."""

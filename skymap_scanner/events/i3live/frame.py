@@ -13,7 +13,6 @@ import numpy as np
 from .archive import DecodeError, Reader
 
 MAGIC = b"[i3]"
-STOPS = "GCDQP"
 
 
 def _crc32c_table() -> tuple[int, ...]:
@@ -128,9 +127,6 @@ class Frame:
 
     def __contains__(self, key: object) -> bool:
         return any(s.key == key for s in self.slots)
-
-    def __iter__(self) -> Iterator[Slot]:
-        return iter(self.slots)
 
     def get(self, key: str) -> Slot | None:
         for s in self.slots:

@@ -167,13 +167,6 @@ def decode_particle(buf: bytes, what: str = "I3Particle") -> Particle | None:
     return Particle(fit_status, shape, x, y, z, zen, azi, time, energy, length)
 
 
-def decode_position(buf: bytes, what: str = "I3Position") -> tuple[float, float, float]:
-    r, _ = _open(buf, what, ("I3Position",), tuple(range(11)))
-    x, y, z = r.f64(), r.f64(), r.f64()
-    r.done()
-    return x, y, z
-
-
 def decode_pod(buf: bytes, type_name: str, what: str = "I3PODHolder") -> bool | int | float | str:
     """An ``I3PODHolder<T>`` (I3Bool, I3Int, I3Double, I3String)."""
     r = Reader(buf, what)
@@ -193,13 +186,6 @@ def decode_pod(buf: bytes, type_name: str, what: str = "I3PODHolder") -> bool | 
         raise DecodeError(f"unsupported holder type {type_name}")
     r.done()
     return value
-
-
-def decode_time_window(buf: bytes, what: str = "I3TimeWindow") -> tuple[float, float]:
-    r, _ = _open(buf, what, ("I3TimeWindow",), (0, 1))
-    start, stop = r.f64(), r.f64()
-    r.done()
-    return start, stop
 
 
 def _bitmask(r: Reader) -> np.ndarray:
