@@ -47,11 +47,12 @@ def angle_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
 
 
 def best_radec(result) -> tuple[int, int, float, float, float]:  # type: ignore[no-untyped-def]
-    import healpy as hp
+    """(nside, pixel, llh, ra, dec) of the scan's best pixel; ra, dec in rad."""
+    from skymap_scanner.pixels import pixel_radec
 
     nside, pixel, llh = result.best()
-    theta, phi = hp.pix2ang(nside, pixel)
-    return nside, pixel, llh, float(phi), float(math.pi / 2 - theta)
+    ra, dec = pixel_radec(nside, pixel)
+    return nside, pixel, llh, float(ra), float(dec)
 
 
 def truth_llh(event, truth, best_row) -> float:  # type: ignore[no-untyped-def]

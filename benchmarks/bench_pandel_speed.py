@@ -19,11 +19,7 @@ import os
 import time
 
 import numpy as np
-
-
-def _angle_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    c = math.sin(dec1) * math.sin(dec2) + math.cos(dec1) * math.cos(dec2) * math.cos(ra1 - ra2)
-    return math.degrees(math.acos(max(-1.0, min(1.0, c))))
+from bench_pandel_accuracy import angle_deg, best_radec  # sibling script (benchmarks/ is on sys.path)
 
 
 def make_event(target_doms: int, seed: int):  # type: ignore[no-untyped-def]
@@ -85,17 +81,14 @@ def main() -> int:
           f"{rates['refined_fits_per_s']:.1f} fits/s at refined nsides (parent seed)")
     if args.skip_scan:
         return 0
-    import healpy as hp
-
     from skymap_scanner.scan import scan_event
 
     t = time.perf_counter()
     result = scan_event(event, "pandel_mpe", nsides=args.nsides, local_workers=args.local_workers)
     wall = time.perf_counter() - t
     n_pix = {n: m.size for n, m in result.maps.items()}
-    nside, pixel, llh = result.best()
-    theta, phi = hp.pix2ang(nside, pixel)
-    miss = _angle_deg(phi, math.pi / 2 - theta, truth.ra_rad, truth.dec_rad)
+    nside, pixel, llh, ra, dec = best_radec(result)
+    miss = angle_deg(ra, dec, truth.ra_rad, truth.dec_rad)
     n_fits = sum(n_pix.values()) * 3
     print(f"full scan {args.nsides!r} on {args.local_workers} local workers: {wall:.1f} s wall, pixels {n_pix} "
           f"({n_fits} pixel-variation fits, {n_fits / wall:.1f} fits/s overall); best pixel nside {nside} "
