@@ -63,10 +63,6 @@ class IceModel:
         """1 / (sin(theta_c) lambda_s) in 1/m: xi = rho * inv_sl."""
         return 1.0 / (math.sin(self.theta_c_rad) * self.scattering_m)
 
-    def xi(self, rho_m: F64 | float) -> F64 | float:
-        """Pandel shape d / lambda_s for a perpendicular distance rho (m)."""
-        return rho_m / (math.sin(self.theta_c_rad) * self.scattering_m)
-
 
 H2 = IceModel()
 
@@ -266,7 +262,6 @@ class DirectionFrame:
     coordinates in the perpendicular plane along ``e1``/``e2``.
     """
 
-    direction: F64
     e1: F64
     e2: F64
     along: F64
@@ -294,7 +289,7 @@ def direction_frame(zenith_rad: float, azimuth_rad: float, dom_rel_m: F64) -> Di
     along = x * d[0] + y * d[1] + z * d[2]
     p1 = x * e1[0] + y * e1[1] + z * e1[2]
     p2 = x * e2[0] + y * e2[1] + z * e2[2]
-    return DirectionFrame(d, e1, e2, along, p1, p2, along * (1.0 / C_VACUUM_M_PER_NS))
+    return DirectionFrame(e1, e2, along, p1, p2, along * (1.0 / C_VACUUM_M_PER_NS))
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,6 @@ class FitResult:
         nan = float("nan")
         return cls(nan, nan, nan, nan, nan, nan, nan)
 
-    def vertex(self) -> Vertex:
-        return Vertex(self.X, self.Y, self.Z, self.T)
-
 
 class Reco(ABC):
     """Base class of every reco plugin.

@@ -61,7 +61,6 @@ class PandelPrepared:
     dom_rel_m: np.ndarray  # (n, 3) DOM positions minus centre
     data: pm.MPEData
     linefit_point_m: np.ndarray
-    linefit_t_ns: float
     extra_seeds: tuple[Vertex, ...]  # from online fits, if any
     qtot_pe: float
     ice: pm.IceModel
@@ -113,7 +112,6 @@ class PandelMPE(Reco):
             dom_rel_m=hits.pos_m - centre,
             data=pm.mpe_data(hits.t1_ns, hits.charge_pe),
             linefit_point_m=lf.point_m,
-            linefit_t_ns=lf.t_ns,
             extra_seeds=tuple(seeds),
             qtot_pe=float(cleaned.charge_pe.sum()),
             ice=ice,
