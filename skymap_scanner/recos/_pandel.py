@@ -276,14 +276,19 @@ def travel_direction(zenith_rad: float, azimuth_rad: float) -> F64:
     return -np.array([s * math.cos(azimuth_rad), s * math.sin(azimuth_rad), math.cos(zenith_rad)])
 
 
+def perpendicular_basis(direction: F64) -> tuple[F64, F64]:
+    """Unit vectors (e1, e2) perpendicular to ``direction``: e1 is horizontal unless the track is
+    vertical (then +x); e2 completes a right-handed frame."""
+    e1 = np.cross([0.0, 0.0, 1.0], direction)
+    n = float(np.linalg.norm(e1))
+    e1 = np.array([1.0, 0.0, 0.0]) if n < 1e-9 else e1 / n
+    return e1, np.cross(direction, e1)
+
+
 def direction_frame(zenith_rad: float, azimuth_rad: float, dom_rel_m: F64) -> DirectionFrame:
     """Project DOM positions (relative to the reference point) on the track frame."""
     d = travel_direction(zenith_rad, azimuth_rad)
-    # e1 is horizontal unless the track is vertical; e2 completes a right-handed frame
-    e1 = np.cross([0.0, 0.0, 1.0], d)
-    n = float(np.linalg.norm(e1))
-    e1 = np.array([1.0, 0.0, 0.0]) if n < 1e-9 else e1 / n
-    e2 = np.cross(d, e1)
+    e1, e2 = perpendicular_basis(d)
     # explicit products, not matmul: BLAS threads would oversubscribe the CPUs of a worker pool
     x, y, z = dom_rel_m[:, 0], dom_rel_m[:, 1], dom_rel_m[:, 2]
     along = x * d[0] + y * d[1] + z * d[2]

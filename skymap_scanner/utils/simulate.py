@@ -37,17 +37,19 @@ import numpy.typing as npt
 from ..errors import ConfigError, SkyScanError
 from ..events.geometry import icecube86
 from ..events.model import Event, Pulses
+from ..recos._pandel import C_VACUUM_M_PER_NS, H2, perpendicular_basis, travel_direction
 
 F64 = npt.NDArray[np.float64]
 
-C_M_PER_NS = 0.299792458
-N_PHASE = 1.3195
-N_GROUP = 1.35634
-THETA_C = math.acos(1.0 / N_PHASE)
-K_PERP = N_GROUP / math.sin(THETA_C) - 1.0 / math.tan(THETA_C)
-TAU_NS = 557.0
-H2_SCATTERING_M = 33.3
-H2_ABSORPTION_M = 98.0
+# the reco's H2 ice model (recos._pandel), so the ``pandel`` ice mode cannot drift from it
+C_M_PER_NS = C_VACUUM_M_PER_NS
+N_PHASE = H2.n_phase
+N_GROUP = H2.n_group
+THETA_C = H2.theta_c_rad
+K_PERP = H2.k_perp
+TAU_NS = H2.tau_ns
+H2_SCATTERING_M = H2.scattering_m
+H2_ABSORPTION_M = H2.absorption_m
 YIELD_PE = 900.0  # PE x m at 100 TeV, see module docstring
 PMT_JITTER_NS = 3.0
 PULSE_BIN_NS = 25.0
@@ -115,13 +117,6 @@ def comes_from_unit(zenith_rad: float, azimuth_rad: float) -> F64:
     return np.array([s * math.cos(azimuth_rad), s * math.sin(azimuth_rad), math.cos(zenith_rad)])
 
 
-def perpendicular_basis(direction: F64) -> tuple[F64, F64]:
-    e1 = np.cross([0.0, 0.0, 1.0], direction)
-    n = float(np.linalg.norm(e1))
-    e1 = np.array([1.0, 0.0, 0.0]) if n < 1e-9 else e1 / n
-    return e1, np.cross(direction, e1)
-
-
 def _hlc_flags(string: npt.NDArray[np.int64], om: npt.NDArray[np.int64], t: F64) -> npt.NDArray[np.bool_]:
     """True where a pulse on the same string, 1 or 2 OMs away, is within 1000 ns."""
     key = string * 100 + om
@@ -167,7 +162,7 @@ def simulate_track(
     strings, oms = np.nonzero(ok)
     pos = np.stack([geo.x_m[ok], geo.y_m[ok], geo.z_m[ok]], axis=1)
     rde = geo.rde[ok]
-    travel = -comes_from_unit(zenith_rad, azimuth_rad)
+    travel = travel_direction(zenith_rad, azimuth_rad)
     e1, e2 = perpendicular_basis(travel)
     vertex = impact_m[0] * e1 + impact_m[1] * e2  # closest approach to the origin
     rel = pos - vertex
