@@ -21,9 +21,6 @@ from skymap_scanner.errors import SkyScanError
 from skymap_scanner.pixels import is_valid_nside
 from skymap_scanner.results import load_result
 
-#: Header fields of the result file that describe the event (same in every header row).
-EVENT_FIELDS = ("run_id", "event_id", "event_type", "mjd", "is_real_event")
-
 
 @dataclasses.dataclass(frozen=True)
 class NsideMap:
@@ -55,6 +52,10 @@ class EventInfo:
         if self.event_type:
             text += f" ({self.event_type})"
         return text
+
+
+#: Header fields of the result file that describe the event (same in every header row).
+EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(EventInfo))
 
 
 @dataclasses.dataclass(frozen=True)
