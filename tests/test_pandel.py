@@ -18,6 +18,8 @@ from skymap_scanner.recos.pandel_mpe import PandelMPE
 from skymap_scanner.utils.simulate import comes_from_unit, simulate_track
 
 ICE = pm.H2
+# the quiet track is simulated in homogeneous H2 ice: fit it with the same model
+H2_OPTIONS = {"ice": "homogeneous"}
 RATE = ICE.rate_per_ns
 SIGMA = ICE.jitter_ns
 
@@ -98,7 +100,7 @@ def test_t_geo_hand_computed_case() -> None:
 
 
 def _frame_and_args(event: Event, zen: float, azi: float) -> tuple[PandelMPE, object, pm.DirectionFrame, tuple]:
-    reco = PandelMPE()
+    reco = PandelMPE(H2_OPTIONS)
     prep = reco.prepare(event)
     frame = pm.direction_frame(zen, azi, prep.dom_rel_m)
     return reco, prep, frame, (frame, prep.data, prep.cells, prep.ice, prep.log_floor)
@@ -134,7 +136,7 @@ def test_likelihood_is_finite_for_absurd_tracks(quiet_track: tuple[Event, object
 
 def test_fit_recovers_the_planted_vertex(quiet_track: tuple[Event, object]) -> None:
     event, truth = quiet_track
-    reco = PandelMPE()
+    reco = PandelMPE(H2_OPTIONS)
     prep = reco.prepare(event)
     fits = [reco.fit(prep, truth.zenith_rad, truth.azimuth_rad, pv, None) for pv in range(reco.n_posvar)]
     best = min(fits, key=lambda f: f.llh)
@@ -155,7 +157,7 @@ def test_fit_recovers_the_planted_vertex(quiet_track: tuple[Event, object]) -> N
 
 def test_seed_from_parent_is_used_and_refined_ring_is_cheap(quiet_track: tuple[Event, object]) -> None:
     event, truth = quiet_track
-    reco = PandelMPE()
+    reco = PandelMPE(H2_OPTIONS)
     prep = reco.prepare(event)
     seed = Vertex(truth.x_m, truth.y_m, truth.z_m, truth.t_ns)
     seeded = reco.fit(prep, truth.zenith_rad, truth.azimuth_rad, 0, seed)

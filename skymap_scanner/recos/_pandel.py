@@ -179,29 +179,7 @@ class PandelTable:
         return logp, logs, dlogp_dt, dlogs_dt, dlogp_dv, dlogs_dv
 
 
-def _smearing_matrices(t_grid: F64, edges: F64, sigma: float) -> tuple[F64, F64]:
-    """Matrices mapping delay-bin masses to the jitter-smeared density (1/ns) and survival at t_grid.
-
-    Narrow bins (width < sigma/3) act as point masses at their centre; wider bins spread their
-    mass uniformly and are convolved with the Gaussian exactly (erf differences).
-    """
-    lo, hi = edges[:-1], edges[1:]
-    mid = 0.5 * (lo + hi)
-    width = hi - lo
-    narrow = width < sigma / 3
-    z = (t_grid[:, None] - mid[None, :]) / sigma
-    dens = np.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
-    surv = 0.5 * special.erfc(z / math.sqrt(2))
-    wide = np.flatnonzero(~narrow)
-    if wide.size:
-        zl = (t_grid[:, None] - lo[None, wide]) / (sigma * math.sqrt(2))
-        zh = (t_grid[:, None] - hi[None, wide]) / (sigma * math.sqrt(2))
-        dens[:, wide] = 0.5 * (special.erf(zl) - special.erf(zh)) / width[None, wide]
-        surv[:, wide] = np.clip((hi[None, wide] - t_grid[:, None]) / width[None, wide], 0.0, 1.0)
-    return dens, surv
-
-
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
 def build_table(
     rate_per_ns: float,
     sigma_ns: float,
@@ -211,32 +189,52 @@ def build_table(
     t_max_ns: float = 12000.0,
     nu: int = 520,
 ) -> PandelTable:
-    """Tabulate the jitter-convolved Pandel log pdf and log survival (once per process, < 1 s).
+    """Tabulate the jitter-convolved Pandel log pdf and log survival (once per process and rate, ~50 ms).
 
-    The Gamma delay is discretised into bins of exact probability mass (regularised incomplete
-    gamma), so the t^(xi-1) singularity at 0 for xi < 1 costs no accuracy; each bin is then
-    smeared by the Gaussian jitter.
+    Up to ``t_near`` (40 jitter widths, at least 400 ns) the Gamma delay is discretised into bins of
+    exact probability mass (regularised incomplete gamma) on a uniform grid finer than the jitter,
+    so the t^(xi-1) singularity at 0 for xi < 1 costs no accuracy, and the masses are smeared by the
+    Gaussian exactly. Beyond it the jitter changes the smooth density by < 1% (about
+    (sigma * rate)^2 / 2 relative) and the plain Pandel density and survival are used.
     """
     v_grid = np.linspace(0.0, math.sqrt(xi_max), nv)
     u0 = math.asinh(-t_lo_sigma * sigma_ns / T_SCALE_NS)
     u1 = math.asinh(t_max_ns / T_SCALE_NS)
     u_grid = np.linspace(u0, u1, nu)
     t_grid = T_SCALE_NS * np.sinh(u_grid)
-    edges = T_SCALE_NS * np.sinh(np.linspace(0.0, math.asinh(3.0 * t_max_ns / T_SCALE_NS), 3000))
-    dens, surv = _smearing_matrices(t_grid, edges, sigma_ns)
     xi = v_grid**2
-    # mass[k, bin]; xi = 0 is a point mass at 0 (the first bin)
-    cdf = special.gammainc(np.maximum(xi, 1e-12)[:, None], rate_per_ns * edges[None, :])
+    xi_pos = np.maximum(xi, 1e-12)[:, None]
+    # near part: exact smearing of fine bins
+    h = min(1.0, sigma_ns / 8.0)
+    t_near = max(40.0 * sigma_ns, 400.0)
+    # geometric bins below h keep the mass of the t^(xi-1) spike at the right place
+    edges = np.concatenate([[0.0], h * np.logspace(-5, 0, 30)[:-1], np.arange(h, t_near + 12.0 * sigma_ns + h, h)])
+    cdf = special.gammainc(xi_pos, rate_per_ns * edges[None, :])
     cdf[xi == 0.0] = 1.0
     mass = np.diff(cdf, axis=1)
-    p = mass @ dens.T
-    s = mass @ surv.T + (1.0 - cdf[:, -1:])
+    tail = 1.0 - cdf[:, -1]
+    centre = 0.5 * (edges[:-1] + edges[1:])
+    near = t_grid <= t_near
+    z = (t_grid[near][:, None] - centre[None, :]) / sigma_ns
+    dens = np.exp(-0.5 * z * z) / (sigma_ns * math.sqrt(2 * math.pi))
+    surv = 0.5 * special.erfc(z / math.sqrt(2))
+    p = np.empty((nv, nu))
+    s = np.empty((nv, nu))
+    p[:, near] = mass @ dens.T
+    s[:, near] = mass @ surv.T + tail[:, None]
+    # far part: the plain Pandel density and survival
+    far_t = t_grid[~near][None, :]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        logp_far = (xi_pos * math.log(rate_per_ns) + (xi_pos - 1) * np.log(far_t) - rate_per_ns * far_t
+                    - special.gammaln(xi_pos))
+    p[:, ~near] = np.exp(logp_far)
+    s[:, ~near] = special.gammaincc(xi_pos, rate_per_ns * far_t)
     if (xi == 0.0).any():  # exact Gaussian for the point mass
         i0 = np.flatnonzero(xi == 0.0)
         p[i0] = np.exp(-0.5 * (t_grid / sigma_ns) ** 2) / (sigma_ns * math.sqrt(2 * math.pi))
         s[i0] = 0.5 * special.erfc(t_grid / (sigma_ns * math.sqrt(2)))
     logp = np.log(np.maximum(p, 1e-300))
-    logs = np.log(np.clip(s, 1e-300, 1.0))
+    logs = np.minimum.accumulate(np.log(np.clip(s, 1e-300, 1.0)), axis=1)
     dv = float(v_grid[1] - v_grid[0])
     du = float(u_grid[1] - u_grid[0])
     dlogp_du = np.gradient(logp, du, axis=1)
@@ -299,17 +297,30 @@ def direction_frame(zenith_rad: float, azimuth_rad: float, dom_rel_m: F64) -> Di
 
 @dataclass(frozen=True)
 class MPEData:
-    """Per-DOM inputs of the MPE likelihood: first-pulse time (ns) and charge (PE)."""
+    """Per-DOM inputs of the MPE likelihood: first-pulse time (ns), charge (PE) and the DOM's ice.
+
+    ``inv_sl`` is 1 / (sin(theta_c) lambda_p) in 1/m (xi = rho * inv_sl) and ``cell_offset`` the
+    start of the DOM's likelihood table in the stacked cell table (one table per absorption rate).
+    """
 
     t1_ns: F64
     n_pe: F64  # >= 1
     log_n: F64
     n_minus_1: F64
+    inv_sl: F64
+    cell_offset: npt.NDArray[np.intp]
 
 
-def mpe_data(t1_ns: F64, charge_pe: F64) -> MPEData:
+def mpe_data(
+    t1_ns: F64, charge_pe: F64, inv_sl: npt.ArrayLike | None = None,
+    cell_offset: npt.ArrayLike | None = None,
+) -> MPEData:
+    """Per-DOM MPE inputs; without ``inv_sl`` / ``cell_offset`` every DOM has H2 ice and table 0."""
+    t1 = np.asarray(t1_ns, dtype=np.float64)
     n = np.maximum(np.asarray(charge_pe, dtype=np.float64), 1.0)
-    return MPEData(np.asarray(t1_ns, dtype=np.float64), n, np.log(n), n - 1.0)
+    isl = np.broadcast_to(np.asarray(H2.inv_sl if inv_sl is None else inv_sl, dtype=np.float64), t1.shape).copy()
+    off = np.broadcast_to(np.asarray(0 if cell_offset is None else cell_offset, dtype=np.intp), t1.shape).copy()
+    return MPEData(t1, n, np.log(n), n - 1.0, isl, off)
 
 
 SOFT_RHO_M = 1.0  # softening of the perpendicular distance, keeps the gradient finite on a DOM
@@ -339,7 +350,7 @@ def _cells(table: PandelTable) -> CellTable:
     return CellTable(table, coef)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
 def _cell_table(rate_per_ns: float, sigma_ns: float) -> CellTable:
     return _cells(build_table(rate_per_ns, sigma_ns))
 
@@ -347,6 +358,21 @@ def _cell_table(rate_per_ns: float, sigma_ns: float) -> CellTable:
 def cell_table_for(ice: IceModel) -> CellTable:
     """The (cached) per-cell table for an ice model."""
     return _cell_table(round(ice.rate_per_ns, 12), float(ice.jitter_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def stacked_cell_table(rates_per_ns: tuple[float, ...], sigma_ns: float) -> CellTable:
+    """Cell tables for several absorption rates stacked in one array (same grid); table k starts
+    at row ``k * cells_per_table(table)``."""
+    parts = [_cell_table(round(r, 12), sigma_ns) for r in rates_per_ns]
+    coef = np.ascontiguousarray(np.concatenate([c.coef for c in parts], axis=0))
+    coef.setflags(write=False)
+    return CellTable(parts[0].table, coef)
+
+
+def cells_per_table(table: PandelTable) -> int:
+    """Number of bilinear cells in one table."""
+    return (table.nv - 1) * (table.nu - 1)
 
 
 def mpe_nll_and_grad(
@@ -372,7 +398,7 @@ def mpe_nll_and_grad(
     rho = np.sqrt(u1 * u1 + u2 * u2 + SOFT_RHO_M * SOFT_RHO_M)
     k_c = ice.k_perp / C_VACUUM_M_PER_NS
     tres = data.t1_ns - frame.along_ns - t0 - k_c * rho
-    v = np.sqrt(rho * ice.inv_sl)
+    v = np.sqrt(rho * data.inv_sl)
     # cell indices and in-cell weights
     fi = v * (1.0 / tab.dv)
     fi_c = np.minimum(fi, tab.nv - 1.000001)
@@ -383,7 +409,7 @@ def mpe_nll_and_grad(
     fj_c = np.clip(fj, 0.0, tab.nu - 1.000001)
     j = fj_c.astype(np.intp)
     wj = fj_c - j
-    g = cells.coef[i * (tab.nu - 1) + j]
+    g = cells.coef[data.cell_offset + i * (tab.nu - 1) + j]
     h = g[:, :4] + data.n_minus_1[:, None] * g[:, 4:]
     h3wj = h[:, 3] * wj
     big_a = data.log_n + h[:, 0] + (h[:, 1] + h3wj) * wi + h[:, 2] * wj

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ..events.i3live.cleaning import online_cleaning
 from ..events.model import Pulses
 
 F64 = npt.NDArray[np.float64]
@@ -52,6 +53,19 @@ def seeded_rt_mask(
             break
         kept = grown
     return kept
+
+
+def muon_pulse_mask(pulses: Pulses) -> BoolArray:
+    """The pulses IceCube's online muon fits use: seeded RT cleaning (HLC core seeds, 150 m, 1000 ns,
+    up to 3 iterations), then the 6000 ns window holding the most pulses, strings <= 78.
+
+    Idempotent in practice on decoded alerts (already cleaned so); makes simulated and native
+    events, which may carry raw pulses, go through the same selection.
+    """
+    if len(pulses) == 0:
+        return np.zeros(0, dtype=bool)
+    pos = np.stack([pulses.x_m, pulses.y_m, pulses.z_m], axis=1)
+    return online_cleaning(pulses.string, pulses.om, pulses.time_ns, pulses.lc, pos)
 
 
 @dataclass(frozen=True)

@@ -29,19 +29,22 @@ E_tot = total charge (PE) of the cleaned pulses; E_in = charge (PE) of the clean
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..events.model import Event
+from . import _ice
 from . import _pandel as pm
 from ._pandel_prep import (
     DomHits,
     charge_weighted_centre,
     first_pulses,
     line_fit,
-    seeded_rt_mask,
+    muon_pulse_mask,
 )
 from .base import FitResult, Reco, Vertex
 
@@ -50,6 +53,7 @@ PERP_BOUND_M = 1000.0
 TIME_MARGIN_NS = 5000.0
 PARAM_SCALE = np.array([10.0, 10.0, 30.0])  # typical sizes of (a m, b m, t0 ns) for the first step
 F_TOL = 1e-3  # stop after two iterations gaining < 1e-3 in llh
+RATE_LOG_STEP = 0.04  # DOM absorption rates within 2% share one likelihood table
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,25 @@ class PandelMPE(Reco):
         "hlc_only": (bool, False, "use only HLC (local-coincidence) pulses"),
         "noise_floor_per_ns": (float, 1e-6, "noise floor of the per-DOM likelihood (1/ns)"),
         "jitter_ns": (float, 15.0, "Gaussian time jitter folded into the Pandel pdf (ns)"),
+        "ice": (str, "depth", "depth = per-DOM ice from the shipped South Pole ice table; "
+                              "homogeneous = one Pandel ice (scattering_m, absorption_m, tau_ns)"),
+        "ice_window_m": (float, 30.0, "depth window (m) over which a DOM's ice is averaged (ice=depth)"),
+        "scattering_m": (float, 33.3, "Pandel scattering length (m), ice=homogeneous (H2 default)"),
+        "absorption_m": (float, 98.0, "absorption length (m), ice=homogeneous"),
+        "tau_ns": (float, 557.0, "Pandel tau (ns), ice=homogeneous"),
+        "max_npe": (float, 1e9, "cap on a DOM's charge used as the MPE photon count N"),
         "use_online_seeds": (bool, True, "use vertices of online fits in the event as extra seeds"),
         "max_iter": (int, 50, "maximum BFGS iterations per fit"),
     }
+
+    ICE_MODES = ("depth", "homogeneous")
+
+    def __init__(self, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(options)
+        if self.options["ice"] not in self.ICE_MODES:
+            raise ConfigError(f"reco option ice={self.options['ice']!r} is not one of {', '.join(self.ICE_MODES)}")
+        if not self.options["max_npe"] >= 1.0:
+            raise ConfigError(f"reco option max_npe={self.options['max_npe']!r} must be >= 1")
 
     @property
     def n_posvar(self) -> int:
@@ -91,8 +111,7 @@ class PandelMPE(Reco):
         pulses = event.pulses
         if self.options["hlc_only"] and pulses.lc.sum() >= 3:
             pulses = pulses.select(pulses.lc)
-        mask = seeded_rt_mask(pulses)
-        cleaned = pulses.select(mask)
+        cleaned = pulses.select(muon_pulse_mask(pulses))
         hits = first_pulses(cleaned)
         if hits.t1_ns.size < 3:  # cleaning left too little: use everything
             cleaned = pulses
@@ -105,17 +124,28 @@ class PandelMPE(Reco):
                 v = Vertex(fit.x_m, fit.y_m, fit.z_m, fit.time_ns)
                 if v.is_finite():
                     seeds.append(v)
-        ice = pm.IceModel(jitter_ns=float(self.options["jitter_ns"]))
+        jitter = float(self.options["jitter_ns"])
+        ice = pm.IceModel(jitter_ns=jitter, scattering_m=float(self.options["scattering_m"]),
+                          absorption_m=float(self.options["absorption_m"]), tau_ns=float(self.options["tau_ns"]))
+        n_pe = np.minimum(hits.charge_pe, float(self.options["max_npe"]))
+        if self.options["ice"] == "depth":
+            dom_ice = _ice.depth_pandel(hits.pos_m[:, 2], float(self.options["ice_window_m"]))
+            rates, which = _ice.snap_rates(dom_ice.rate_per_ns, RATE_LOG_STEP)
+            cells = pm.stacked_cell_table(tuple(float(r) for r in rates), jitter)
+            data = pm.mpe_data(hits.t1_ns, n_pe, dom_ice.inv_sl, which * pm.cells_per_table(cells.table))
+        else:
+            cells = pm.cell_table_for(ice)
+            data = pm.mpe_data(hits.t1_ns, n_pe, ice.inv_sl)
         return PandelPrepared(
             hits=hits,
             centre_m=centre,
             dom_rel_m=hits.pos_m - centre,
-            data=pm.mpe_data(hits.t1_ns, hits.charge_pe),
+            data=data,
             linefit_point_m=lf.point_m,
             extra_seeds=tuple(seeds),
             qtot_pe=float(cleaned.charge_pe.sum()),
             ice=ice,
-            cells=pm.cell_table_for(ice),
+            cells=cells,
             log_floor=math.log(float(self.options["noise_floor_per_ns"])),
         )
 
