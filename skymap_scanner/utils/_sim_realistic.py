@@ -52,7 +52,13 @@ ORIGIN_NOISE = 3
 
 @dataclass(frozen=True)
 class RealisticSettings:
-    """Every knob of the realistic mode (all recorded in the truth file)."""
+    """Every knob of the realistic mode (all recorded in the truth file).
+
+    ``delay_model``: a key of ``_sim_physics.DELAY_MODELS``; ``coincident_*``: probability, energy
+    range (GeV) and spectral index of the coincident atmospheric muon; ``starting_fraction``: tracks
+    that start at a vertex outside the detector; ``dom_eff_spread``/``dom_eff_seed``: the fixed
+    per-DOM efficiency spread around rde; ``digitise``: SuperDST time/charge quantisation.
+    """
 
     delay_model: str = "diffusion"
     online_cleaning: bool = True
@@ -343,7 +349,9 @@ def simulate(rng: np.random.Generator, primary: Muon, settings: RealisticSetting
         ("primary", ORIGIN_PRIMARY), ("coincident", ORIGIN_COINCIDENT), ("afterpulse", ORIGIN_AFTERPULSE),
         ("noise", ORIGIN_NOISE))}
     details.update(
-        readout_window_ns=[t_lo, t_hi], before_cleaning=raw, pulses_by_origin=counts,
+        readout_window_ns=[t_lo, t_hi], before_cleaning=raw,
+        after_cleaning={"nch": pulses.n_doms, "npulses": len(pulses), "qtot_pe": pulses.qtot_pe},
+        pulses_by_origin=counts,
         n_photoelectrons=int(t.size), n_afterpulses=n_ap, n_saturated_doms=n_sat,
         max_dom_charge_true_pe=float(q_true.max()) if q_true.size else 0.0,
     )
