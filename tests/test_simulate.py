@@ -405,3 +405,29 @@ def test_online_cleaning_can_be_switched_off() -> None:
     n_noise_raw = int(np.sum(raw.origin == real.ORIGIN_NOISE))
     assert np.sum(clean.origin == real.ORIGIN_NOISE) < 0.2 * n_noise_raw
     assert clean.pulses.string.max() <= 78
+
+
+def test_icemc_delay_hook_calls_the_photon_monte_carlo_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    calls: list[int] = []
+
+    def sample_delays_ns(rng: np.random.Generator, d_m: np.ndarray, scat_eff_m: np.ndarray,
+                         abs_m: np.ndarray) -> np.ndarray:
+        assert d_m.shape == scat_eff_m.shape == abs_m.shape
+        calls.append(d_m.size)
+        return np.full(d_m.size, 7.0)
+
+    if not ph.icemc_available():
+        with pytest.raises(ConfigError, match="_icemc"):
+            real.simulate(np.random.default_rng(1), _muon(), replace(QUIET, delay_model="icemc"))
+    fake = types.ModuleType("skymap_scanner.recos._icemc")
+    fake.sample_delays_ns = sample_delays_ns  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "skymap_scanner.recos._icemc", fake)
+    import skymap_scanner.recos as recos_pkg
+
+    monkeypatch.setattr(recos_pkg, "_icemc", fake, raising=False)
+    assert ph.icemc_available()
+    out = real.simulate(np.random.default_rng(1), _muon(), replace(QUIET, delay_model="icemc", tts_ns=0.0))
+    assert calls and calls[0] == out.details["n_photoelectrons"]
