@@ -122,6 +122,7 @@ def test_cli_is_deterministic_and_keeps_truth_apart(tmp_path: Path) -> None:
     assert truth["ra_rad"] == pytest.approx(float(ra)) and truth["dec_rad"] == pytest.approx(float(dec))
     assert truth["dec_deg"] == pytest.approx(math.degrees(truth["dec_rad"]))
     assert truth["n_hit_doms"] == event.pulses.n_doms
+    assert truth["settings"]["noise_rate_hz"] == 500.0 and "details" not in truth
 
 
 def test_cli_fixed_direction(tmp_path: Path) -> None:

@@ -215,6 +215,8 @@ def simulate_track(
         x_m=float(vertex[0]), y_m=float(vertex[1]), z_m=float(vertex[2]), t_ns=T0_NS, ice=ice, mjd=float(mjd),
         run_id=run_id, event_id=event_id, n_hit_doms=pulses.n_doms, n_pulses=len(pulses),
         qtot_pe=pulses.qtot_pe, seed=seed,
+        settings={"noise_rate_hz": noise_rate_hz, "yield_pe_m_at_100tev": YIELD_PE, "pmt_jitter_ns": PMT_JITTER_NS,
+                  "pulse_bin_ns": PULSE_BIN_NS, "noise_window_ns": NOISE_WINDOW_NS, "online_cleaning": False},
     )
     return event, truth
 
@@ -326,7 +328,11 @@ def random_track(
 
 
 def truth_to_dict(truth: Truth) -> dict[str, object]:
-    return {"format": "skymap-scanner-truth/1", **asdict(truth)}
+    """The truth file's content (``details`` only where the mode records them)."""
+    d = asdict(truth)
+    if d["details"] is None:
+        del d["details"]
+    return {"format": "skymap-scanner-truth/1", **d}
 
 
 def parser() -> argparse.ArgumentParser:
