@@ -16,6 +16,15 @@ Physics, deliberately simple but not the reco's model in the ``depth`` mode:
   over a 20 us window; HLC flags: a pulse on a DOM one or two OMs away on the same string
   within 1 us.
 
+``realistic`` (``--ice realistic``, the mode accuracy is quoted on) is a different simulator
+(:mod:`._sim_realistic`, physics and documented constants in :mod:`._sim_physics`): depth-dependent
+ice along each photon path, a photon delay model that is not Pandel (pluggable), continuous muon
+light plus stochastic cascades, tracks through-going or starting outside the detector, an optional
+coincident atmospheric muon, DOM angular acceptance, per-DOM efficiency, PMT jitter, SPE charges,
+afterpulses, saturation, dark noise over the readout window, HLC flags, SuperDST digitisation and
+IceCube's online cleaning. Its truth file records every setting and constant (``settings``) and what
+happened (``details``: cascades, coincident muon, counts before cleaning, pulses by origin).
+
 The true direction (zenith/azimuth and J2000 RA/Dec), energy and vertex go to a SEPARATE truth
 JSON next to each event; the event file the scanner reads carries no truth.
 """
@@ -23,13 +32,12 @@ JSON next to each event; the event file the scanner reads carries no truth.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import sys
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +46,9 @@ from ..errors import ConfigError, SkyScanError
 from ..events.geometry import icecube86
 from ..events.model import Event, Pulses
 from ..recos._pandel import C_VACUUM_M_PER_NS, H2, perpendicular_basis, travel_direction
+from . import _sim_physics as _ph
+from . import _sim_realistic as _real
+from ._sim_realistic import RealisticSettings
 
 F64 = npt.NDArray[np.float64]
 
@@ -56,7 +67,8 @@ PULSE_BIN_NS = 25.0
 T0_NS = 10000.0
 NOISE_WINDOW_NS = 20000.0
 ICE_SURFACE_Z_M = 1948.07  # IceCube z = 1948.07 m - depth
-ICE_MODES = ("pandel", "depth")
+ICE_MODES = ("pandel", "depth", "realistic")
+SPECTRA = ("log-uniform", "E-2")
 MJD_RANGE = (58849.0, 61041.0)  # 2020-01-01 .. 2026-01-01
 
 
@@ -83,16 +95,13 @@ class Truth:
     n_pulses: int
     qtot_pe: float
     seed: int | None = None
+    settings: dict[str, Any] | None = None  # realistic mode: every setting and constant
+    details: dict[str, Any] | None = None  # realistic mode: losses, coincident muon, counts
 
 
-@functools.lru_cache(maxsize=1)
 def ice_table() -> tuple[F64, F64, F64]:
     """(z in m ascending, effective scattering length m, absorption length m) of the ice table."""
-    text = resources.files("skymap_scanner.data").joinpath("ice_transparency.csv").read_text()
-    tab = np.loadtxt(text.splitlines(), delimiter=",", skiprows=1)
-    z = ICE_SURFACE_Z_M - tab[:, 0]
-    order = np.argsort(z)
-    return z[order], tab[order, 1], tab[order, 2]
+    return _ph.ice_table()
 
 
 def path_lengths(z_from_m: F64, z_to_m: F64, ice: str, n_samples: int = 9) -> tuple[F64, F64]:
@@ -104,12 +113,7 @@ def path_lengths(z_from_m: F64, z_to_m: F64, ice: str, n_samples: int = 9) -> tu
     if ice == "pandel":
         shape = np.shape(z_from_m)
         return np.full(shape, H2_SCATTERING_M), np.full(shape, H2_ABSORPTION_M)
-    z_tab, sca, absn = ice_table()
-    f = np.linspace(0.0, 1.0, n_samples)
-    z = z_from_m[:, None] + (z_to_m - z_from_m)[:, None] * f[None, :]
-    inv_s = np.interp(z, z_tab, 1.0 / sca).mean(axis=1)
-    inv_a = np.interp(z, z_tab, 1.0 / absn).mean(axis=1)
-    return 1.0 / inv_s, 1.0 / inv_a
+    return _ph.path_averaged_lengths(z_from_m, z_to_m, n_samples)
 
 
 def comes_from_unit(zenith_rad: float, azimuth_rad: float) -> F64:
@@ -119,25 +123,7 @@ def comes_from_unit(zenith_rad: float, azimuth_rad: float) -> F64:
 
 def _hlc_flags(string: npt.NDArray[np.int64], om: npt.NDArray[np.int64], t: F64) -> npt.NDArray[np.bool_]:
     """True where a pulse on the same string, 1 or 2 OMs away, is within 1000 ns."""
-    key = string * 100 + om
-    order = np.lexsort((t, key))
-    ks, ts = key[order], t[order]
-    flags = np.zeros(t.size, dtype=bool)
-    starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-    ends = np.r_[starts[1:], ks.size]
-    bounds = dict(zip(ks[starts].tolist(), zip(starts.tolist(), ends.tolist(), strict=True), strict=True))
-    for k, (lo, hi) in bounds.items():
-        tk = ts[lo:hi]
-        hit = np.zeros(tk.size, dtype=bool)
-        for d in (-2, -1, 1, 2):
-            nb = bounds.get(k + d)
-            if nb is None:
-                continue
-            tn = ts[nb[0]:nb[1]]
-            i = np.searchsorted(tn, tk - 1000.0)
-            hit |= (i < tn.size) & (tn[np.minimum(i, tn.size - 1)] <= tk + 1000.0)
-        flags[order[lo:hi]] = hit
-    return flags
+    return _ph.hlc_flags(string, om, t, 1000.0)
 
 
 def simulate_track(
@@ -153,10 +139,24 @@ def simulate_track(
     event_id: int = 1,
     mjd: float = 60000.0,
     seed: int | None = None,
+    settings: RealisticSettings | None = None,
+    delay_model: _ph.DelayModel | None = None,
+    s_start_m: float | None = None,
 ) -> tuple[Event, Truth]:
-    """One muon track and its pulses; ``impact_m`` offsets the track from the origin (m, perp. plane)."""
+    """One muon track and its pulses; ``impact_m`` offsets the track from the origin (m, perp. plane).
+
+    ``ice="realistic"`` runs the realistic mode (:mod:`._sim_realistic`) with ``settings`` (default
+    :class:`RealisticSettings`, whose ``noise_rate_hz`` replaces the argument here), an optional
+    ``delay_model`` callable ``(rng, d_m, scat_eff_m, abs_m) -> delays_ns``, and ``s_start_m``: where the
+    muon starts, m along the track from its closest approach to the origin (None: through-going).
+    """
     if ice not in ICE_MODES:
         raise ConfigError(f"unknown ice mode {ice!r} (known: {', '.join(ICE_MODES)})")
+    if ice == "realistic":
+        return _realistic_track(
+            rng, zenith_rad=zenith_rad, azimuth_rad=azimuth_rad, energy_gev=energy_gev, impact_m=impact_m,
+            settings=settings or RealisticSettings(), delay_model=delay_model, s_start_m=s_start_m,
+            run_id=run_id, event_id=event_id, mjd=mjd, seed=seed)
     geo = icecube86()
     ok = np.isfinite(geo.x_m)
     strings, oms = np.nonzero(ok)
@@ -215,44 +215,124 @@ def simulate_track(
         x_m=float(vertex[0]), y_m=float(vertex[1]), z_m=float(vertex[2]), t_ns=T0_NS, ice=ice, mjd=float(mjd),
         run_id=run_id, event_id=event_id, n_hit_doms=pulses.n_doms, n_pulses=len(pulses),
         qtot_pe=pulses.qtot_pe, seed=seed,
+        settings={"noise_rate_hz": noise_rate_hz, "yield_pe_m_at_100tev": YIELD_PE, "pmt_jitter_ns": PMT_JITTER_NS,
+                  "pulse_bin_ns": PULSE_BIN_NS, "noise_window_ns": NOISE_WINDOW_NS, "online_cleaning": False},
     )
     return event, truth
+
+
+def _realistic_track(
+    rng: np.random.Generator, *, zenith_rad: float, azimuth_rad: float, energy_gev: float,
+    impact_m: tuple[float, float], settings: RealisticSettings, delay_model: _ph.DelayModel | None,
+    s_start_m: float | None, run_id: int, event_id: int, mjd: float, seed: int | None,
+) -> tuple[Event, Truth]:
+    travel = travel_direction(zenith_rad, azimuth_rad)
+    e1, e2 = perpendicular_basis(travel)
+    vertex = impact_m[0] * e1 + impact_m[1] * e2
+    start = -math.inf if s_start_m is None else float(s_start_m)
+    muon = _real.Muon(travel, vertex, T0_NS, float(energy_gev), start)
+    sim = _real.simulate(rng, muon, settings, delay_model)
+    event = Event(run_id=run_id, event_id=event_id, event_type="simulated", mjd=mjd,
+                  is_real_event=False, pulses=sim.pulses, source="<simulated>")
+    from ..coords import local_to_equatorial
+
+    ra, dec = local_to_equatorial(zenith_rad, azimuth_rad, mjd)
+    provenance = settings.to_dict()
+    if delay_model is not None:
+        provenance["delay_model"] = getattr(delay_model, "__qualname__", repr(delay_model))
+    p = sim.pulses
+    truth = Truth(
+        zenith_rad=float(zenith_rad), azimuth_rad=float(azimuth_rad), ra_rad=float(ra), dec_rad=float(dec),
+        ra_deg=math.degrees(float(ra)), dec_deg=math.degrees(float(dec)), energy_gev=float(energy_gev),
+        x_m=float(vertex[0]), y_m=float(vertex[1]), z_m=float(vertex[2]), t_ns=T0_NS, ice="realistic",
+        mjd=float(mjd), run_id=run_id, event_id=event_id, n_hit_doms=p.n_doms, n_pulses=len(p),
+        qtot_pe=round(p.qtot_pe, 3), seed=seed, settings=provenance, details=sim.details,
+    )
+    return event, truth
+
+
+def draw_energy(rng: np.random.Generator, energy_range_gev: tuple[float, float], spectrum: str) -> float:
+    """A muon energy (GeV): ``log-uniform`` or ``E-2`` (dN/dE ~ E^-2) over the range."""
+    lo, hi = energy_range_gev
+    if spectrum == "log-uniform":
+        return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    if spectrum == "E-2":
+        return 1.0 / (1.0 / lo - rng.uniform() * (1.0 / lo - 1.0 / hi))
+    raise ConfigError(f"unknown spectrum {spectrum!r} (known: {', '.join(SPECTRA)})")
+
+
+def draw_start(rng: np.random.Generator, settings: RealisticSettings, impact_m: float) -> float | None:
+    """Where a realistic track starts (m along it from its closest approach), or None (through-going):
+    with probability ``starting_fraction``, 0-300 m before it enters a sphere of radius
+    ``_sim_realistic.DETECTOR_RADIUS_M`` (so at a vertex outside the instrumented volume)."""
+    if rng.uniform() >= settings.starting_fraction:
+        return None
+    half = math.sqrt(max(_real.DETECTOR_RADIUS_M**2 - impact_m**2, 0.0))
+    return -half - rng.uniform(0.0, 300.0)
+
+
+# realistic-mode defaults of random_track (the other modes keep their historic defaults)
+REALISTIC_ENERGY_RANGE_GEV = (3e4, 5e6)
+REALISTIC_IMPACT_MAX_M = 500.0
+REALISTIC_SPECTRUM = "E-2"
+REALISTIC_MIN_DOMS = 20
 
 
 def random_track(
     rng: np.random.Generator,
     *,
-    energy_range_gev: tuple[float, float] = (3e4, 1e6),
-    impact_max_m: float = 400.0,
+    energy_range_gev: tuple[float, float] | None = None,
+    impact_max_m: float | None = None,
     ice: str = "pandel",
     noise_rate_hz: float = 500.0,
     run_id: int = 1,
     event_id: int = 1,
-    min_doms: int = 10,
+    min_doms: int | None = None,
     seed: int | None = None,
+    spectrum: str | None = None,
+    settings: RealisticSettings | None = None,
+    delay_model: _ph.DelayModel | None = None,
+    min_qtot_pe: float = 0.0,
 ) -> tuple[Event, Truth]:
-    """A track with isotropic direction, log-uniform energy, impact uniform on a disc; redrawn
-    until at least ``min_doms`` DOMs have a signal or noise pulse."""
+    """A track with isotropic direction (whole sky), energy from ``spectrum``, impact uniform on a
+    disc; redrawn until at least ``min_doms`` DOMs have a pulse and qtot >= ``min_qtot_pe``.
+
+    Defaults: ``pandel``/``depth``: 30 TeV-1 PeV log-uniform, impact <= 400 m, min_doms 10.
+    ``realistic``: 30 TeV-5 PeV E^-2, impact <= 500 m, min_doms 20 (after online cleaning), a
+    fraction ``settings.starting_fraction`` of tracks starting outside the detector.
+    """
+    real = ice == "realistic"
+    e_range = energy_range_gev or (REALISTIC_ENERGY_RANGE_GEV if real else (3e4, 1e6))
+    b_max = impact_max_m if impact_max_m is not None else (REALISTIC_IMPACT_MAX_M if real else 400.0)
+    spec = spectrum or (REALISTIC_SPECTRUM if real else "log-uniform")
+    n_min = min_doms if min_doms is not None else (REALISTIC_MIN_DOMS if real else 10)
+    cfg = settings or RealisticSettings()
     for _ in range(1000):
         zen = math.acos(rng.uniform(-1.0, 1.0))
         azi = rng.uniform(0.0, 2 * math.pi)
-        lo, hi = (math.log(e) for e in energy_range_gev)
-        energy = math.exp(rng.uniform(lo, hi))
-        r = impact_max_m * math.sqrt(rng.uniform())
+        energy = draw_energy(rng, e_range, spec)
+        r = b_max * math.sqrt(rng.uniform())
         phi = rng.uniform(0.0, 2 * math.pi)
         mjd = rng.uniform(*MJD_RANGE)
+        extra: dict[str, Any] = {}
+        if real:
+            extra = {"settings": cfg, "delay_model": delay_model, "s_start_m": draw_start(rng, cfg, r)}
         event, truth = simulate_track(
             rng, zenith_rad=zen, azimuth_rad=azi, energy_gev=energy,
             impact_m=(r * math.cos(phi), r * math.sin(phi)), ice=ice, noise_rate_hz=noise_rate_hz,
-            run_id=run_id, event_id=event_id, mjd=mjd, seed=seed,
+            run_id=run_id, event_id=event_id, mjd=mjd, seed=seed, **extra,
         )
-        if truth.n_hit_doms >= min_doms:
+        if truth.n_hit_doms >= n_min and truth.qtot_pe >= min_qtot_pe:
             return event, truth
-    raise SkyScanError(f"could not simulate a track with >= {min_doms} hit DOMs in 1000 tries")
+    raise SkyScanError(f"could not simulate a track with >= {n_min} hit DOMs in 1000 tries")
 
 
 def truth_to_dict(truth: Truth) -> dict[str, object]:
-    return {"format": "skymap-scanner-truth/1", **asdict(truth)}
+    """The truth file's content (``details`` only where the mode records them)."""
+    d = asdict(truth)
+    if d["details"] is None:
+        del d["details"]
+    return {"format": "skymap-scanner-truth/1", **d}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -264,17 +344,40 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n-events", type=int, default=1, help="number of events (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the output is deterministic given it")
     p.add_argument("--ice", choices=ICE_MODES, default="pandel",
-                   help="pandel = homogeneous H2 ice (the reco's model); depth = ice_transparency.csv")
+                   help="pandel = homogeneous H2 ice (the reco's model); depth = ice_transparency.csv; "
+                        "realistic = depth ice, a non-Pandel delay model, stochastic losses, coincident "
+                        "muons, PMT effects, noise and online cleaning (the mode accuracy is quoted on)")
     p.add_argument("--energy-min-gev", type=float, default=3e4, help="minimum muon energy, GeV")
-    p.add_argument("--energy-max-gev", type=float, default=1e6, help="maximum muon energy, GeV")
+    p.add_argument("--energy-max-gev", type=float,
+                   help="maximum muon energy, GeV (default 1e6; 5e6 for --ice realistic)")
+    p.add_argument("--spectrum", choices=SPECTRA,
+                   help="energy spectrum (default log-uniform; E-2 for --ice realistic)")
     p.add_argument("--energy-gev", type=float, help="fixed muon energy, GeV (overrides the range)")
     p.add_argument("--zenith-deg", type=float, help="fixed comes-from zenith, deg")
     p.add_argument("--azimuth-deg", type=float, help="fixed comes-from azimuth, deg")
-    p.add_argument("--impact-max-m", type=float, default=400.0, help="max distance of track from origin, m")
-    p.add_argument("--noise-rate-hz", type=float, default=500.0, help="per-DOM noise rate, Hz")
+    p.add_argument("--impact-max-m", type=float,
+                   help="max distance of track from origin, m (default 400; 500 for --ice realistic)")
+    p.add_argument("--noise-rate-hz", type=float,
+                   help=f"per-DOM noise rate, Hz (default 500; {_ph.NOISE_RATE_HZ:g} for --ice realistic)")
     p.add_argument("--mjd", type=float, help="event time, MJD (default: random in 2020-2025)")
     p.add_argument("--run-id", type=int, default=1, help="run id of the events (event ids count from 1)")
     p.add_argument("--prefix", default="sim", help="file name prefix (default 'sim')")
+    r = p.add_argument_group("realistic mode")
+    r.add_argument("--online-cleaning", action=argparse.BooleanOptionalAction, default=None,
+                   help="apply IceCube's online cleaning (seeded RT, 6 us window, strings <= 78); "
+                        "default on for --ice realistic, off otherwise")
+    r.add_argument("--delay-model", choices=tuple(_ph.DELAY_MODELS), default=RealisticSettings.delay_model,
+                   help="photon delay sampler (default %(default)s)")
+    r.add_argument("--coincident-prob", type=float, default=RealisticSettings.coincident_prob,
+                   help="probability of a coincident atmospheric muon (default %(default)s)")
+    r.add_argument("--starting-fraction", type=float, default=RealisticSettings.starting_fraction,
+                   help="fraction of tracks starting outside the detector (default %(default)s)")
+    r.add_argument("--afterpulse-prob", type=float, default=RealisticSettings.afterpulse_prob,
+                   help="afterpulses per photoelectron (default %(default)s)")
+    r.add_argument("--no-saturation", action="store_true", help="do not saturate bright DOMs")
+    r.add_argument("--no-stochastic-losses", action="store_true", help="continuous muon light only")
+    r.add_argument("--min-doms", type=int, help="redraw random tracks with fewer hit DOMs "
+                   f"(default 10; {REALISTIC_MIN_DOMS} for --ice realistic, counted after cleaning)")
     return p
 
 
@@ -291,37 +394,69 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--impact-max-m and --noise-rate-hz must be >= 0")
     if not args.prefix or "/" in args.prefix:
         raise ConfigError("--prefix must be a non-empty name without '/'")
+    if args.online_cleaning and args.ice != "realistic":
+        raise ConfigError("--online-cleaning is available with --ice realistic only")
+
+
+def _defaults(args: argparse.Namespace) -> RealisticSettings | None:
+    """Fill mode-dependent defaults into ``args``; the realistic settings (None for other modes)."""
+    real = args.ice == "realistic"
+    if args.energy_max_gev is None:
+        args.energy_max_gev = REALISTIC_ENERGY_RANGE_GEV[1] if real else 1e6
+    if args.spectrum is None:
+        args.spectrum = REALISTIC_SPECTRUM if real else "log-uniform"
+    if args.impact_max_m is None:
+        args.impact_max_m = REALISTIC_IMPACT_MAX_M if real else 400.0
+    if args.noise_rate_hz is None:
+        args.noise_rate_hz = _ph.NOISE_RATE_HZ if real else 500.0
+    if args.min_doms is None:
+        args.min_doms = REALISTIC_MIN_DOMS if real else 10
+    if not real:
+        return None
+    settings = RealisticSettings(
+        delay_model=args.delay_model, online_cleaning=args.online_cleaning is not False,
+        coincident_prob=args.coincident_prob, starting_fraction=args.starting_fraction,
+        afterpulse_prob=args.afterpulse_prob, saturation=not args.no_saturation,
+        stochastic_losses=not args.no_stochastic_losses, noise_rate_hz=args.noise_rate_hz,
+    )
+    settings.check()
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        settings = _defaults(args)
         _check(args)
         from ..events import write_event
         from .atomic import atomic_write_text
 
         args.out_dir.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(args.seed)
+        e_range = (args.energy_min_gev, args.energy_max_gev)
         for i in range(1, args.n_events + 1):
             fixed = args.energy_gev is not None or args.zenith_deg is not None or args.azimuth_deg is not None
             if fixed:
                 r = args.impact_max_m * math.sqrt(rng.uniform())
                 phi = rng.uniform(0.0, 2 * math.pi)
-                energy = args.energy_gev if args.energy_gev is not None else math.exp(
-                    rng.uniform(math.log(args.energy_min_gev), math.log(args.energy_max_gev)))
+                energy = args.energy_gev if args.energy_gev is not None else draw_energy(rng, e_range, args.spectrum)
                 zen = math.radians(args.zenith_deg) if args.zenith_deg is not None else math.acos(rng.uniform(-1, 1))
                 azi = math.radians(args.azimuth_deg) if args.azimuth_deg is not None else rng.uniform(0, 2 * math.pi)
                 mjd = args.mjd if args.mjd is not None else rng.uniform(*MJD_RANGE)
+                extra: dict[str, Any] = {}
+                if settings is not None:
+                    extra = {"settings": settings, "s_start_m": draw_start(rng, settings, r)}
                 event, truth = simulate_track(
                     rng, zenith_rad=zen, azimuth_rad=azi, energy_gev=energy,
                     impact_m=(r * math.cos(phi), r * math.sin(phi)), ice=args.ice,
                     noise_rate_hz=args.noise_rate_hz, run_id=args.run_id, event_id=i, mjd=mjd, seed=args.seed,
+                    **extra,
                 )
             else:
                 event, truth = random_track(
-                    rng, energy_range_gev=(args.energy_min_gev, args.energy_max_gev),
-                    impact_max_m=args.impact_max_m, ice=args.ice, noise_rate_hz=args.noise_rate_hz,
-                    run_id=args.run_id, event_id=i, seed=args.seed,
+                    rng, energy_range_gev=e_range, impact_max_m=args.impact_max_m, ice=args.ice,
+                    noise_rate_hz=args.noise_rate_hz, run_id=args.run_id, event_id=i, seed=args.seed,
+                    spectrum=args.spectrum, settings=settings, min_doms=args.min_doms,
                 )
                 if args.mjd is not None:
                     event, truth = _with_mjd(event, truth, args.mjd)
@@ -330,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(args.out_dir / f"{stem}.truth.json", json.dumps(truth_to_dict(truth), indent=1))
             print(f"{stem}: zenith {math.degrees(truth.zenith_rad):.2f} deg, azimuth "
                   f"{math.degrees(truth.azimuth_rad):.2f} deg, E {truth.energy_gev:.3g} GeV, "
-                  f"{truth.n_hit_doms} DOMs, {truth.qtot_pe:.0f} PE")
+                  f"nch {truth.n_hit_doms}, npulses {truth.n_pulses}, qtot {truth.qtot_pe:.0f} PE")
     except SkyScanError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
