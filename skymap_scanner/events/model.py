@@ -131,6 +131,9 @@ class Event:
     geometry: str = "icecube86"
     source: str = "<memory>"
     online_fits: Mapping[str, OnlineFit] = field(default_factory=lambda: MappingProxyType({}))
+    #: the frames of the realtime message the event was decoded from, as (stop, native I3Frame bytes),
+    #: for recos that read them with IceTray (see docs/reco-protocol.md); empty for other sources
+    realtime_frames: tuple[tuple[str, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.online_fits, MappingProxyType):

@@ -8,11 +8,15 @@
      "pulses": {"string": [int], "om": [int], "time": [ns], "charge": [PE], "lc": [bool]}}
 
 Unknown extra keys are ignored. Optional ``online_fits``: name -> {zenith, azimuth
-(rad), x, y, z (m), time (ns)}, kept as seeds or for comparison.
+(rad), x, y, z (m), time (ns)}, kept as seeds or for comparison. Optional
+``realtime_frames``: [{"stop": str, "i3frame_b64": base64 of the native I3Frame}], the
+frames of the realtime message the event came from (for external recos that run IceTray).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from typing import Any
 
@@ -132,8 +136,28 @@ def from_dict(d: Any, source: str) -> Event:
         run_id=run_id, event_id=event_id, event_type=event_type, mjd=float(mjd),
         is_real_event=is_real, geometry=geometry_name, source=source,
         pulses=Pulses.build(string, om, time_ns, charge, lc, x, y, z),
-        online_fits=fits,
+        online_fits=fits, realtime_frames=_frames(d.get("realtime_frames", []), source),
     )
+
+
+def _frames(raw: Any, source: str) -> tuple[tuple[str, bytes], ...]:
+    if not isinstance(raw, list):
+        raise EventError(source, "field 'realtime_frames' must be a list")
+    out = []
+    for i, f in enumerate(raw):
+        if not (isinstance(f, dict) and isinstance(f.get("stop"), str) and len(f["stop"]) == 1
+                and isinstance(f.get("i3frame_b64"), str)):
+            raise EventError(source, f"realtime frame {i} must be {{'stop': one character, 'i3frame_b64': text}}")
+        try:
+            out.append((f["stop"], base64.b64decode(f["i3frame_b64"], validate=True)))
+        except (binascii.Error, ValueError):
+            raise EventError(source, f"realtime frame {i}: 'i3frame_b64' is not base64") from None
+    return tuple(out)
+
+
+def frames_to_list(frames: tuple[tuple[str, bytes], ...]) -> list[dict[str, str]]:
+    """Realtime frames as JSON: [{"stop": str, "i3frame_b64": str}]."""
+    return [{"stop": stop, "i3frame_b64": base64.b64encode(payload).decode("ascii")} for stop, payload in frames]
 
 
 def to_dict(event: Event) -> dict[str, Any]:
@@ -157,4 +181,6 @@ def to_dict(event: Event) -> dict[str, Any]:
     }
     if event.online_fits:
         out["online_fits"] = {name: f.to_dict() for name, f in event.online_fits.items()}
+    if event.realtime_frames:
+        out["realtime_frames"] = frames_to_list(event.realtime_frames)
     return out

@@ -61,6 +61,7 @@ class Alert:
     split_pulses: PulseMap  # in-ice split pulses (P-frame mask applied), uncleaned
     particles: Mapping[str, Particle]  # P-frame I3Particles by frame key
     recorded: Mapping[str, Any] = field(default_factory=dict)  # the message's own summary (nch, reco, ...)
+    payloads: tuple[bytes, ...] = ()  # the native I3Frame bytes of ``frames``, in order
 
     @property
     def mjd(self) -> float:
@@ -166,15 +167,16 @@ class _Decoder:
         return doc if isinstance(doc, dict) else {}
 
 
-def _parse_frames(env: envelope.Envelope, source: str) -> tuple[Frame, ...]:
-    frames = []
+def _parse_frames(env: envelope.Envelope, source: str) -> tuple[tuple[Frame, ...], tuple[bytes, ...]]:
+    frames, payloads = [], []
     for n, (stop, b64) in enumerate(env.frames):
         what = f"frame {n} ({envelope.STOP_NAMES[stop]}, {stop})"
         try:
-            frames.append(parse_frame(envelope.frame_payload(b64), stop))
+            payloads.append(envelope.frame_payload(b64))
+            frames.append(parse_frame(payloads[-1], stop))
         except DecodeError as e:
             raise EventError(source, f"{what}: {e}") from None
-    return tuple(frames)
+    return tuple(frames), tuple(payloads)
 
 
 def decode_alert(doc: Any, source: str) -> Alert:
@@ -183,7 +185,7 @@ def decode_alert(doc: Any, source: str) -> Alert:
         env = envelope.parse_envelope(doc)
     except DecodeError as e:
         raise EventError(source, str(e)) from None
-    frames = _parse_frames(env, source)
+    frames, payloads = _parse_frames(env, source)
     p_idx = [i for i, f in enumerate(frames) if f.stop == "P"]
     if not p_idx:
         raise EventError(source, f"the message has no P (Physics) frame (frames: {''.join(f.stop for f in frames)})")
@@ -206,7 +208,7 @@ def decode_alert(doc: Any, source: str) -> Alert:
         event_type=envelope.event_type(env.message, env.data, followup),
         frames=frames, q_header=q_header, p_header=p_header, pulse_key=pulse_key,
         split_pulses=split, particles=MappingProxyType(dec.particles()),
-        recorded=MappingProxyType(recorded),
+        recorded=MappingProxyType(recorded), payloads=payloads,
     )
 
 
@@ -284,6 +286,7 @@ def event_from_alert(alert: Alert, source: str) -> Event:
         run_id=alert.p_header.run_id, event_id=alert.p_header.event_id, event_type=alert.event_type,
         mjd=mjd, is_real_event=True, pulses=pulses, geometry="icecube86", source=source,
         online_fits=online_fits(alert),
+        realtime_frames=tuple((f.stop, b) for f, b in zip(alert.frames, alert.payloads, strict=True)),
     )
 
 
