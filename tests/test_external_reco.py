@@ -30,11 +30,13 @@ from hypothesis import strategies as st
 
 from skymap_scanner.errors import ConfigError
 from skymap_scanner.events import load_event, native
-from skymap_scanner.recos import FitRequest, FitResult, Vertex, make_reco
+from skymap_scanner.messages import WorkMessage
+from skymap_scanner.recos import FitRequest, FitResult, Vertex, fit_batch_arrays, make_reco
 from skymap_scanner.recos import _external_protocol as proto
 from skymap_scanner.recos.dummy import DummyReco
 from skymap_scanner.recos.external import ChildFault, ExternalReco
 from skymap_scanner.results import load_result
+from skymap_scanner.worker import PixelWorker
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -311,6 +313,39 @@ def test_error_replies_fail_fits_but_keep_the_child(tmp_path: Path) -> None:
             requests(1)[0].zenith_rad, math.nan, math.nan, 1.0, 2.0, 3.0, 0.0)
     finally:
         reco.close()
+
+
+def work_message(n: int) -> WorkMessage:
+    reqs = requests(n, nside=64)
+    seeds = np.array([[r.seed.x_m, r.seed.y_m, r.seed.z_m, r.seed.t_ns] if r.seed else [np.nan] * 4 for r in reqs])
+    return WorkMessage("scan", 1, 64, np.array([r.pixel for r in reqs]), np.array([r.posvar for r in reqs]),
+                       np.array([r.zenith_rad for r in reqs]), np.array([r.azimuth_rad for r in reqs]), seeds)
+
+
+def test_worker_hands_whole_messages_to_a_batched_reco() -> None:
+    event = load_event(SAMPLE)
+    work = work_message(50)
+    ext = PixelWorker(event, "external", {"command": PY_CHILD, "batch": "16"}, "w")
+    try:
+        got = ext.handle(work)
+        assert ext.reco._next_id == 4  # type: ignore[attr-defined]  # 50 fits: requests of 16, 16, 16, 2
+    finally:
+        ext.reco.close()  # type: ignore[attr-defined]
+    ref = PixelWorker(event, "dummy", {}, "w").handle(work)
+    assert np.array_equal(got.fits, ref.fits) and got.errors == (None,) * 50
+    assert np.array_equal(got.pixels, ref.pixels) and np.isfinite(got.reco_runtime_s).all()
+
+
+def test_a_batch_that_raises_fails_every_item() -> None:
+    class Broken(DummyReco):
+        batched = True
+
+        def fit_batch(self, prepared: Any, requests: Any) -> list[FitResult | Exception]:
+            raise OSError("pipe gone\nsecond line")
+
+    fits, errors, runtimes = fit_batch_arrays(Broken(), None, 8, [1, 2], [0, 1], [0.1, 0.2], [0.3, 0.4],
+                                              np.full((2, 4), np.nan))
+    assert np.isnan(fits).all() and errors == ("OSError: pipe gone",) * 2 and runtimes.shape == (2,)
 
 
 # -- whole scans --------------------------------------------------------------------------------------

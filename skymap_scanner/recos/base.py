@@ -153,10 +153,13 @@ def fit_batch_arrays(reco: Reco, prepared: Any, nside: int, pixels: Any, posvars
         seeds.tolist(), ok, np.asarray(pixels).tolist(), strict=True)]
     n = len(requests)
     t0 = time.perf_counter()
-    outcomes = reco.fit_batch(prepared, requests)
+    try:
+        outcomes: list[FitResult | Exception] = reco.fit_batch(prepared, requests)
+        if len(outcomes) != n:
+            outcomes = [RuntimeError(f"{reco.name} answered {len(outcomes)} fits for {n}")] * n
+    except Exception as e:  # the whole batch failed: every item reports it
+        outcomes = [e] * n
     elapsed = time.perf_counter() - t0
-    if len(outcomes) != n:
-        outcomes = [RuntimeError(f"{reco.name} answered {len(outcomes)} fits for {n}")] * n
     fits = np.full((n, 7), np.nan)
     errors: list[str | None] = [None] * n
     for i, o in enumerate(outcomes):

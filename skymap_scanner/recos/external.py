@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import select
 import shlex
@@ -92,8 +93,7 @@ class ChildProcess:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ChildFault(f"{self.name} did not read its input in time")
-            _, ready, _ = select.select([], [self._in_fd], [], left)
-            if not ready:
+            if not _ready(self._in_fd, select.POLLOUT, left):
                 continue
             try:
                 n = os.write(self._in_fd, view)
@@ -115,8 +115,7 @@ class ChildProcess:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ChildFault(f"{self.name} did not answer {waiting_for} in time")
-            ready, _, _ = select.select([self._out_fd], [], [], left)
-            if not ready:
+            if not _ready(self._out_fd, select.POLLIN, left):
                 continue
             try:
                 chunk = os.read(self._out_fd, 1 << 16)
@@ -156,13 +155,20 @@ class ChildProcess:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
             LOGGER.error("%s does not die", self.name)
-        for f in (self.proc.stdin, self.proc.stdout):
+        self._err_thread.join(timeout=1.0)
+        for f in (self.proc.stdin, self.proc.stdout) + ((self.proc.stderr,) if not self._err_thread.is_alive() else ()):
             try:
                 if f is not None:
                     f.close()
             except OSError:
                 pass
-        self._err_thread.join(timeout=1.0)
+
+
+def _ready(fd: int, event: int, timeout_s: float) -> bool:
+    """Whether ``fd`` is ready for ``event`` (or has hung up / failed) within ``timeout_s``."""
+    poller = select.poll()
+    poller.register(fd, event)
+    return bool(poller.poll(max(1, math.ceil(timeout_s * 1000))))
 
 
 def _ensure_log_handler() -> None:
