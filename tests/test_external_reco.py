@@ -429,11 +429,14 @@ def test_hanging_child_times_out_and_the_attempt_counts(tmp_path: Path, referenc
 
 
 def test_every_fit_fails_scan_completes_with_nan(tmp_path: Path) -> None:
+    """A child that dies at every fit request, on the realtime pickle of the sample alert."""
     proc = scan(tmp_path, ["--reco-algo", "external", "--reco-option", f"command={PY_CHILD}",
                            "--reco-option", "crash_always=true", "--reco-option", "max_restarts=1",
                            "--reco-option", "n_posvar=1"],
-                env={"SKYSCAN_MAX_ATTEMPTS": "2"}, nsides=["8:0", "64:12"])
+                env={"SKYSCAN_MAX_ATTEMPTS": "2"}, event=BRONZE_PKL)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the event came from a realtime message: its frames reached the children through the workers
+    assert "with 5 realtime frames (GCDQP)" in proc.stderr
     res = load_result(tmp_path / NPZ)
     assert res.maps[8].size == 768 and np.isnan(res.maps[8]["llh"]).all()
     assert res.maps[64].size == 0  # nothing to refine around
