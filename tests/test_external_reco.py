@@ -416,15 +416,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_hanging_child_times_out_and_the_attempt_counts(tmp_path: Path, reference: dict[int, np.ndarray]) -> None:
+def test_hanging_and_garbage_children_are_restarted_and_attempts_count(tmp_path: Path,
+                                                                       reference: dict[int, np.ndarray]) -> None:
+    """One child hangs once, one writes garbage once (each fault happens once in the whole scan)."""
     proc = scan(tmp_path, ["--reco-algo", "external", "--reco-option", f"command={PY_CHILD}",
-                           "--reco-option", f"hang_once={tmp_path / 'hung'}", "--reco-option", "fit_timeout_s=0.2"],
+                           "--reco-option", f"hang_once={tmp_path / 'hung'}",
+                           "--reco-option", f"garbage_once={tmp_path / 'garbage'}", "--reco-option", "fit_timeout_s=0.2"],
                 env={"SKYSCAN_BATCH_SIZE": "8"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "did not answer the fit request (1.6 s) in time" in proc.stderr
     assert "hanging on purpose" in proc.stderr  # the child's own stderr line
+    assert "broke the protocol: not JSON: 'this is not JSON {'" in proc.stderr
+    assert proc.stderr.count(" again (restart ") == 2  # one restart per fault
     manifest = json.loads((tmp_path / "scan-manifest.json").read_text())
-    assert manifest["failures"]["failed_attempts"] == 8 and manifest["failures"]["failed_fits"] == 0
+    assert manifest["failures"]["failed_attempts"] == 16 and manifest["failures"]["failed_fits"] == 0
     assert_same_maps(tmp_path / NPZ, reference)
 
 
