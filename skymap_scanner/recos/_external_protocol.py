@@ -272,10 +272,3 @@ def decode_line(line: bytes, expect: Sequence[str]) -> ChildHello | Prepared | R
     msg: ChildHello | Prepared | Result | Error = _FROM_CHILD[str(kind)](doc)
     return msg
 
-
-def decode_request(line: bytes) -> dict[str, Any]:
-    """A scanner's line as a plain dict with its ``type`` (for children written in Python)."""
-    doc = json.loads(line)
-    if not isinstance(doc, dict) or doc.get("protocol") != PROTOCOL:
-        raise ProtocolError(f"not a {PROTOCOL} message")
-    return doc
