@@ -212,8 +212,16 @@ def test_child_options_and_n_posvar() -> None:
 
 
 def test_version_refusal() -> None:
+    # the child speaks another version: the scanner refuses it
     with pytest.raises(ConfigError, match="skymap-scanner-reco/0.*scanner speaks 'skymap-scanner-reco/1'"):
         _ = make_reco("external", {"command": PY_CHILD, "protocol": "skymap-scanner-reco/0"}).n_posvar
+    # the child refuses the scanner's hello (a two-line shell child)
+    refuse = ('read line; echo \'{"protocol": "skymap-scanner-reco/1", "type": "error", '
+              '"message": "I need skymap-scanner-reco/2"}\'')
+    with pytest.raises(ConfigError, match=r"sh\[\d+\] refused the handshake: I need skymap-scanner-reco/2"):
+        _ = make_reco("external", {"command": f"sh -c {shlex.quote(refuse)}"}).n_posvar
+    with pytest.raises(ConfigError, match="broke the protocol: not JSON: 'hello'"):
+        _ = make_reco("external", {"command": "sh -c 'read line; echo hello'"}).n_posvar
 
 
 def test_bad_commands_are_one_line_errors(tmp_path: Path) -> None:
