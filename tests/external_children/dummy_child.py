@@ -16,15 +16,17 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, TextIO
 
 from skymap_scanner.events import event_from_json_dict
+from skymap_scanner.recos import Vertex
 from skymap_scanner.recos.dummy import DummyReco
 
 PROTOCOL = "skymap-scanner-reco/1"
 FAULTS = ("crash_once", "hang_once", "garbage_once", "crash_always", "pid_dir", "protocol", "batch")
 
 
-def send(out, kind: str, **fields) -> None:  # type: ignore[no-untyped-def]
+def send(out: TextIO, kind: str, **fields: Any) -> None:
     out.write(json.dumps({"protocol": PROTOCOL, "type": kind, **fields}, separators=(",", ":")) + "\n")
     out.flush()
 
@@ -84,7 +86,7 @@ def main() -> int:
             results = []
             for f in msg["fits"]:
                 seed = f["seed"]
-                r = reco.fit(prepared, f["zenith"], f["azimuth"], f["posvar"], seed and tuple(seed))
+                r = reco.fit(prepared, f["zenith"], f["azimuth"], f["posvar"], Vertex(*seed) if seed else None)
                 results.append({"llh": r.llh, "E_in": r.E_in, "E_tot": r.E_tot, "X": r.X, "Y": r.Y, "Z": r.Z,
                                 "T": r.T})
             send(out, "result", id=msg["id"], results=results)
