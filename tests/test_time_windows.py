@@ -173,3 +173,15 @@ def test_bad_windows_are_one_line_errors(value: object, pattern: str) -> None:
     assert "\n" not in str(e.value)
     with pytest.raises(EventError, match="'saturation_windows' must be a list"):
         native.from_dict(minimal_event_doc(saturation_windows={}), "x")
+
+
+def test_windows_off_the_in_ice_geometry_are_left_out(alerts: dict) -> None:
+    import dataclasses
+
+    from skymap_scanner.events.i3live import event_from_alert
+
+    alert = alerts["run00136662-evt000035405932-BRONZE.pkl"]
+    extra = np.array([(1.0, 61.0, 0.0, 1e5), (99.0, 1.0, 0.0, 1e5)])  # an IceTop DOM, no such string
+    ev = event_from_alert(dataclasses.replace(alert, calibration_errata=np.vstack([alert.calibration_errata,
+                                                                                    extra])), "x")
+    assert np.array_equal(ev.calibration_errata, freeze_windows(alert.calibration_errata))
