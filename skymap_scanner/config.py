@@ -38,6 +38,7 @@ class EnvConfig:
     SKYSCAN_LEASE_MIN_SEC: float = 120.0  # least time before an unanswered batch is re-sent
     SKYSCAN_MAX_ATTEMPTS: int = 3  # reco failures on one (pixel, posvar) before it is recorded as failed
     SKYSCAN_BATCH_SIZE: int = 0  # (pixel, posvar) fits per message; 0 = choose from the reco's speed
+    SKYSCAN_EXTERNAL_RECO: str = ""  # command of the `external` reco when no --reco-option command=... is given
 
     def broker_auth(self) -> str:
         """The broker token from SKYSCAN_BROKER_AUTH or SKYSCAN_BROKER_AUTH_FILE."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from .events.model import Event
 from .messages import ResultMessage, WorkMessage
-from .recos import Vertex, make_reco
+from .recos import Vertex, fit_batch_arrays, make_reco
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,6 +33,11 @@ class PixelWorker:
         self.client_name = client_name or socket.gethostname()
 
     def handle(self, work: WorkMessage) -> ResultMessage:
+        if self.reco.batched:  # the reco fits the whole message at once (e.g. an external process)
+            fits_b, errors_b, runtimes_b = fit_batch_arrays(self.reco, self.prepared, work.nside, work.pixels,
+                                                            work.posvars, work.zenith_rad, work.azimuth_rad, work.seeds)
+            return ResultMessage(work.scan_id, work.batch_id, work.nside, work.pixels, work.posvars,
+                                 fits_b, errors_b, runtimes_b, self.client_name)
         n = len(work)
         fits = np.full((n, 7), np.nan)
         errors: list[str | None] = [None] * n

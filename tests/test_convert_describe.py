@@ -41,6 +41,9 @@ def test_convert_writes_an_equivalent_native_event(path: Path, tmp_path: Path, c
     assert {k: v.to_dict() for k, v in a.online_fits.items()}.keys() == b.online_fits.keys()
     for name, fit in a.online_fits.items():
         assert fit.zenith_rad == b.online_fits[name].zenith_rad
+    assert len(a.calibration_errata) > 0  # both files carry CalibrationErrata
+    np.testing.assert_array_equal(a.calibration_errata, b.calibration_errata)
+    np.testing.assert_array_equal(a.saturation_windows, b.saturation_windows)
     # converting the native file again gives the same document
     again = tmp_path / "again.json"
     assert convert.main([str(out), str(again)]) == 0
@@ -70,6 +73,22 @@ def test_describe_text_lists_frames_objects_and_fits(capsys: pytest.CaptureFixtu
     for needle in ("run00127907", "HESE", "frame Q", "UncleanedInIcePulses", "I3SuperDST", "HESE_SPEFit2",
                    "RA", "nch"):
         assert needle in text
+
+
+def test_describe_lists_time_windows(capsys: pytest.CaptureFixture) -> None:
+    hese = DATA / "event_HESE_2017-11-28.json"  # the one with both errata and saturation windows
+    assert describe.main([str(hese), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    frames = {o["key"] for f in d["frames"] for o in f["objects"]}
+    assert {"CalibrationErrata", "SaturationWindows"} <= frames
+    assert len(d["calibration_errata"]) >= 1 and len(d["saturation_windows"]) >= 1
+    assert all(w["start"] <= w["stop"] for w in d["calibration_errata"])
+    assert 0 < d["pulses_in_errata"] <= d["npulses"]
+    assert describe.main([str(hese)]) == 0
+    text = capsys.readouterr().out
+    assert f"errata    {len(d['calibration_errata'])} time windows ({d['pulses_in_errata']} cleaned" in text
+    w = d["saturation_windows"][0]
+    assert f"DOM {w['string']:>2}-{w['om']:<2}" in text
 
 
 def test_describe_a_native_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

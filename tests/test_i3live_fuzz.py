@@ -160,6 +160,21 @@ def test_truncated_object_names_frame_and_object() -> None:
         event_from_message(message(p_slots=p), "x")
 
 
+def test_truncated_or_damaged_errata_name_frame_and_object() -> None:
+    assert any(k == "CalibrationErrata" for k, _, _ in Q_SLOTS)
+    where = r"^x: DAQ frame \(Q\), object 'CalibrationErrata' \(I3Map<OMKey, I3TimeWindowSeries>\): "
+    with pytest.raises(EventError, match=where + "(truncated|count .* exceeds)") as e:
+        event_from_message(_mutate("Q:CalibrationErrata", lambda b: b[:-3]), "x")
+    assert "\n" not in str(e.value)
+    # the last window's start and stop swapped: a window that ends before it starts
+    with pytest.raises(EventError, match=where + ".*starts after it stops"):
+        event_from_message(_mutate("Q:CalibrationErrata", lambda b: b[:-16] + b[-8:] + b[-16:-8]), "x")
+    # without the object the event has no errata windows (older alerts)
+    ev = event_from_message(message(q_slots=[s for s in Q_SLOTS if s[0] != "CalibrationErrata"]), "x")
+    assert ev.calibration_errata.shape == (0, 4)
+    assert len(event_from_message(message(), "x").calibration_errata) > 0
+
+
 def test_missing_objects_and_frames_are_clear_errors() -> None:
     p = [s for s in P_SLOTS if s[0] != "SplitUncleanedInIcePulses"]
     with pytest.raises(EventError, match="none of the split pulse series"):
@@ -255,6 +270,7 @@ def test_fuzz_random_object_bytes(blob: bytes) -> None:
     TRIED["random object"] += 1
     _decode_or_event_error(event_from_message, _mutate("Q:I3SuperDST", lambda b: b[:40] + blob), "x")
     _decode_or_event_error(event_from_message, _mutate("P:SplitUncleanedInIcePulses", lambda b: b[:60] + blob), "x")
+    _decode_or_event_error(event_from_message, _mutate("Q:CalibrationErrata", lambda b: b[:60] + blob), "x")
 
 
 @FUZZ

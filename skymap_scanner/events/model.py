@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .windows import NO_WINDOWS, freeze_windows
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -131,10 +133,20 @@ class Event:
     geometry: str = "icecube86"
     source: str = "<memory>"
     online_fits: Mapping[str, OnlineFit] = field(default_factory=lambda: MappingProxyType({}))
+    #: the frames of the realtime message the event was decoded from, as (stop, native I3Frame bytes),
+    #: for recos that read them with IceTray (see docs/reco-protocol.md); empty for other sources
+    realtime_frames: tuple[tuple[str, bytes], ...] = ()
+    #: per-DOM time windows, read-only (n, 4) float64 rows (string, om, start_ns, stop_ns), pulse time
+    #: convention: IceCube's ``CalibrationErrata`` (pulses there are unreliable; a reco may drop them with
+    #: :func:`skymap_scanner.events.windows.mask_outside_windows`) and ``SaturationWindows``; empty if unknown
+    calibration_errata: FloatArray = field(default_factory=lambda: NO_WINDOWS)
+    saturation_windows: FloatArray = field(default_factory=lambda: NO_WINDOWS)
 
     def __post_init__(self) -> None:
         if not isinstance(self.online_fits, MappingProxyType):
             object.__setattr__(self, "online_fits", MappingProxyType(dict(self.online_fits)))
+        for name in ("calibration_errata", "saturation_windows"):
+            object.__setattr__(self, name, freeze_windows(getattr(self, name)))
 
     @property
     def name(self) -> str:

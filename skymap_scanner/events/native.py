@@ -8,11 +8,18 @@
      "pulses": {"string": [int], "om": [int], "time": [ns], "charge": [PE], "lc": [bool]}}
 
 Unknown extra keys are ignored. Optional ``online_fits``: name -> {zenith, azimuth
-(rad), x, y, z (m), time (ns)}, kept as seeds or for comparison.
+(rad), x, y, z (m), time (ns)}, kept as seeds or for comparison. Optional
+``realtime_frames``: [{"stop": str, "i3frame_b64": base64 of the native I3Frame}], the
+frames of the realtime message the event came from (for external recos that run IceTray).
+Optional ``calibration_errata`` and ``saturation_windows``: [{"string": int, "om": int,
+"start": ns, "stop": ns}], per-DOM time windows (IceCube's ``CalibrationErrata`` and
+``SaturationWindows``) in the pulses' time convention, start <= stop, on DOMs of the geometry.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from typing import Any
 
@@ -132,8 +139,61 @@ def from_dict(d: Any, source: str) -> Event:
         run_id=run_id, event_id=event_id, event_type=event_type, mjd=float(mjd),
         is_real_event=is_real, geometry=geometry_name, source=source,
         pulses=Pulses.build(string, om, time_ns, charge, lc, x, y, z),
-        online_fits=fits,
+        online_fits=fits, realtime_frames=_frames(d.get("realtime_frames", []), source),
+        calibration_errata=_windows(d, "calibration_errata", geometry_name, source),
+        saturation_windows=_windows(d, "saturation_windows", geometry_name, source),
     )
+
+
+def _windows(d: dict[str, Any], key: str, geometry_name: str, source: str) -> np.ndarray:
+    """An optional list of per-DOM time windows as (n, 4) rows (string, om, start_ns, stop_ns)."""
+    raw = d.get(key, [])
+    if not isinstance(raw, list):
+        raise EventError(source, f"field '{key}' must be a list")
+    rows = np.zeros((len(raw), 4), dtype=np.float64)
+    for i, w in enumerate(raw):
+        ok = isinstance(w, dict) and all(isinstance(w.get(k), int) and not isinstance(w.get(k), bool)
+                                         for k in ("string", "om"))
+        ok = ok and all(isinstance(w.get(k), (int, float)) and not isinstance(w.get(k), bool)
+                        and math.isfinite(w[k]) for k in ("start", "stop"))
+        if not ok:
+            raise EventError(source, f"{key}[{i}] must be {{'string': int, 'om': int, 'start': finite ns, "
+                             "'stop': finite ns}")
+        if w["start"] > w["stop"]:
+            raise EventError(source, f"{key}[{i}] starts after it stops ({w['start']} > {w['stop']} ns)")
+        rows[i] = (w["string"], w["om"], w["start"], w["stop"])
+    if len(raw):
+        known = get_geometry(geometry_name).has_dom(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64))
+        if not known.all():
+            i = int(np.flatnonzero(~known)[0])
+            raise EventError(source, f"{key}[{i}] is on DOM (string {int(rows[i, 0])}, om {int(rows[i, 1])}), "
+                             f"which is not in the {geometry_name} geometry")
+    return rows
+
+
+def windows_to_list(windows: np.ndarray) -> list[dict[str, Any]]:
+    """Per-DOM time windows as JSON: [{"string", "om", "start", "stop"}]."""
+    return [{"string": int(s), "om": int(o), "start": float(a), "stop": float(b)} for s, o, a, b in windows]
+
+
+def _frames(raw: Any, source: str) -> tuple[tuple[str, bytes], ...]:
+    if not isinstance(raw, list):
+        raise EventError(source, "field 'realtime_frames' must be a list")
+    out = []
+    for i, f in enumerate(raw):
+        if not (isinstance(f, dict) and isinstance(f.get("stop"), str) and len(f["stop"]) == 1
+                and isinstance(f.get("i3frame_b64"), str)):
+            raise EventError(source, f"realtime frame {i} must be {{'stop': one character, 'i3frame_b64': text}}")
+        try:
+            out.append((f["stop"], base64.b64decode(f["i3frame_b64"], validate=True)))
+        except (binascii.Error, ValueError):
+            raise EventError(source, f"realtime frame {i}: 'i3frame_b64' is not base64") from None
+    return tuple(out)
+
+
+def frames_to_list(frames: tuple[tuple[str, bytes], ...]) -> list[dict[str, str]]:
+    """Realtime frames as JSON: [{"stop": str, "i3frame_b64": str}]."""
+    return [{"stop": stop, "i3frame_b64": base64.b64encode(payload).decode("ascii")} for stop, payload in frames]
 
 
 def to_dict(event: Event) -> dict[str, Any]:
@@ -157,4 +217,10 @@ def to_dict(event: Event) -> dict[str, Any]:
     }
     if event.online_fits:
         out["online_fits"] = {name: f.to_dict() for name, f in event.online_fits.items()}
+    if event.realtime_frames:
+        out["realtime_frames"] = frames_to_list(event.realtime_frames)
+    for key in ("calibration_errata", "saturation_windows"):
+        windows = getattr(event, key)
+        if len(windows):
+            out[key] = windows_to_list(windows)
     return out

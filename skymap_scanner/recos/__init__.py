@@ -7,9 +7,10 @@ import pkgutil
 from collections.abc import Mapping
 
 from ..errors import ConfigError
-from .base import FitResult, Reco, Vertex
+from .base import FitRequest, FitResult, Reco, Vertex, fit_batch_arrays
 
-__all__ = ["FitResult", "Reco", "Vertex", "available_recos", "get_reco", "make_reco"]
+__all__ = ["FitRequest", "FitResult", "Reco", "Vertex", "available_recos", "fit_batch_arrays", "get_reco",
+           "make_reco"]
 
 
 def available_recos() -> list[str]:

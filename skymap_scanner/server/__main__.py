@@ -96,8 +96,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = read_env_config()
     setup_logging(cfg)
     event = load_event(args.event_file)
+    reco_options = dict(args.reco_option)
+    if args.reco_algo == "external" and "command" not in reco_options and cfg.SKYSCAN_EXTERNAL_RECO:
+        reco_options["command"] = cfg.SKYSCAN_EXTERNAL_RECO  # so the client-startup JSON carries it
     spec = ScanSpec(
-        event, args.reco_algo, dict(args.reco_option), " ".join(args.nsides),
+        event, args.reco_algo, reco_options, " ".join(args.nsides),
         args.predictive_scanning_threshold, max_attempts=cfg.SKYSCAN_MAX_ATTEMPTS,
         batch_size=cfg.SKYSCAN_BATCH_SIZE, lease_min_s=cfg.SKYSCAN_LEASE_MIN_SEC,
         progress_interval_s=cfg.SKYSCAN_PROGRESS_INTERVAL_SEC, result_interval_s=cfg.SKYSCAN_RESULT_INTERVAL_SEC,

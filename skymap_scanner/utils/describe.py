@@ -49,6 +49,8 @@ def describe(path: str) -> dict[str, Any]:
 
     from ..coords import local_to_equatorial
     from ..events.i3live import cleaning
+    from ..events.native import windows_to_list
+    from ..events.windows import mask_outside_windows
 
     event, alert = _read(path)
     p = event.pulses
@@ -61,6 +63,9 @@ def describe(path: str) -> dict[str, Any]:
         "name": event.name, "mjd": event.mjd, "is_real_event": event.is_real_event,
         "nch": st.nch, "npulses": st.npulses, "qtot": st.qtot,
         "online_fits": {},
+        "calibration_errata": windows_to_list(event.calibration_errata),
+        "saturation_windows": windows_to_list(event.saturation_windows),
+        "pulses_in_errata": int((~mask_outside_windows(p, event.calibration_errata)).sum()),
     }
     if fits:
         ra, dec = local_to_equatorial([f.zenith_rad for f in fits], [f.azimuth_rad for f in fits], event.mjd)
@@ -105,6 +110,12 @@ def _text(d: dict[str, Any]) -> str:
         for name, f in d["online_fits"].items():
             z, a, r, de = (np.degrees(f[k]) for k in ("zenith", "azimuth", "ra", "dec"))
             lines.append(f"    {name:<26} {z:8.3f} {a:8.3f}  ->  RA {r:8.3f}  Dec {de:+8.3f}")
+    for key, label in (("calibration_errata", "errata"), ("saturation_windows", "saturated")):
+        ws = d[key]
+        extra = f" ({d['pulses_in_errata']} cleaned pulses inside)" if key == "calibration_errata" else ""
+        lines.append(f"  {label:<9} {len(ws)} time windows{extra}")
+        for w in ws:
+            lines.append(f"    DOM {w['string']:>2}-{w['om']:<2}  {w['start']:10.1f} .. {w['stop']:10.1f} ns")
     for f in d.get("frames", []):
         lines.append(f"  frame {f['stop']} (v{f['version']}): {len(f['objects'])} objects")
         for o in f["objects"]:

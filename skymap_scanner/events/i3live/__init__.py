@@ -36,6 +36,7 @@ from .objects import (
     decode_particle,
     decode_pod,
     decode_pulse_series_map,
+    decode_time_window_map,
 )
 from .pulsemap import PulseMap
 from .superdst import decode_superdst
@@ -61,6 +62,10 @@ class Alert:
     split_pulses: PulseMap  # in-ice split pulses (P-frame mask applied), uncleaned
     particles: Mapping[str, Particle]  # P-frame I3Particles by frame key
     recorded: Mapping[str, Any] = field(default_factory=dict)  # the message's own summary (nch, reco, ...)
+    payloads: tuple[bytes, ...] = ()  # the native I3Frame bytes of ``frames``, in order
+    #: per-DOM time windows from the Q frame, (n, 4) rows (string, om, start_ns, stop_ns); empty if absent
+    calibration_errata: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    saturation_windows: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
 
     @property
     def mjd(self) -> float:
@@ -150,6 +155,18 @@ class _Decoder:
                 out[slot.key] = particle
         return out
 
+    def windows(self, key: str) -> np.ndarray:
+        """The Q frame's ``I3Map<OMKey, I3TimeWindowSeries>`` named ``key``, or no windows if absent."""
+        slot = self.q.get(key)
+        if slot is None:
+            return np.zeros((0, 4))
+        try:
+            if not slot.type_name.startswith(("I3Map<OMKey, I3TimeWindowSeries>", "I3TimeWindowSeriesMap")):
+                raise DecodeError(f"is not a time window series map (type {slot.type_name})")
+            return decode_time_window_map(slot.buf, key)
+        except DecodeError as e:
+            raise self.fail(self.q, slot, e) from None
+
     def followup(self) -> dict[str, Any]:
         """The P frame's ``AlertShortFollowupMsg`` (JSON text), if present and readable."""
         slot = self.p.get("AlertShortFollowupMsg")
@@ -166,15 +183,16 @@ class _Decoder:
         return doc if isinstance(doc, dict) else {}
 
 
-def _parse_frames(env: envelope.Envelope, source: str) -> tuple[Frame, ...]:
-    frames = []
+def _parse_frames(env: envelope.Envelope, source: str) -> tuple[tuple[Frame, ...], tuple[bytes, ...]]:
+    frames, payloads = [], []
     for n, (stop, b64) in enumerate(env.frames):
         what = f"frame {n} ({envelope.STOP_NAMES[stop]}, {stop})"
         try:
-            frames.append(parse_frame(envelope.frame_payload(b64), stop))
+            payloads.append(envelope.frame_payload(b64))
+            frames.append(parse_frame(payloads[-1], stop))
         except DecodeError as e:
             raise EventError(source, f"{what}: {e}") from None
-    return tuple(frames)
+    return tuple(frames), tuple(payloads)
 
 
 def decode_alert(doc: Any, source: str) -> Alert:
@@ -183,7 +201,7 @@ def decode_alert(doc: Any, source: str) -> Alert:
         env = envelope.parse_envelope(doc)
     except DecodeError as e:
         raise EventError(source, str(e)) from None
-    frames = _parse_frames(env, source)
+    frames, payloads = _parse_frames(env, source)
     p_idx = [i for i, f in enumerate(frames) if f.stop == "P"]
     if not p_idx:
         raise EventError(source, f"the message has no P (Physics) frame (frames: {''.join(f.stop for f in frames)})")
@@ -206,7 +224,8 @@ def decode_alert(doc: Any, source: str) -> Alert:
         event_type=envelope.event_type(env.message, env.data, followup),
         frames=frames, q_header=q_header, p_header=p_header, pulse_key=pulse_key,
         split_pulses=split, particles=MappingProxyType(dec.particles()),
-        recorded=MappingProxyType(recorded),
+        recorded=MappingProxyType(recorded), payloads=payloads,
+        calibration_errata=dec.windows("CalibrationErrata"), saturation_windows=dec.windows("SaturationWindows"),
     )
 
 
@@ -284,7 +303,17 @@ def event_from_alert(alert: Alert, source: str) -> Event:
         run_id=alert.p_header.run_id, event_id=alert.p_header.event_id, event_type=alert.event_type,
         mjd=mjd, is_real_event=True, pulses=pulses, geometry="icecube86", source=source,
         online_fits=online_fits(alert),
+        realtime_frames=tuple((f.stop, b) for f, b in zip(alert.frames, alert.payloads, strict=True)),
+        calibration_errata=_known_windows(alert.calibration_errata, geo),
+        saturation_windows=_known_windows(alert.saturation_windows, geo),
     )
+
+
+def _known_windows(windows: np.ndarray, geo: Any) -> np.ndarray:
+    """The in-ice windows (DOMs of the geometry); errata on IceTop or unknown DOMs do not touch the pulses."""
+    if not len(windows):
+        return windows
+    return windows[geo.has_dom(windows[:, 0].astype(np.int64), windows[:, 1].astype(np.int64))]
 
 
 def event_from_message(doc: Any, source: str) -> Event:

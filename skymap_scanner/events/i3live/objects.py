@@ -276,3 +276,43 @@ def decode_pulse_series_map(buf: bytes, what: str = "I3RecoPulseSeriesMap") -> P
         flags=np.asarray(flags, dtype=np.uint8),
     )
 
+
+
+def decode_time_window_map(buf: bytes, what: str = "I3TimeWindowSeriesMap") -> np.ndarray:
+    """An ``I3Map<OMKey, I3TimeWindowSeries>`` (``CalibrationErrata``, ``SaturationWindows``; spec section 7).
+
+    Returns a (n, 4) float64 array of windows, one row (string, om, start_ns, stop_ns) per
+    I3TimeWindow, in map order; times in the same detector-time convention as the pulses.
+    """
+    r, _ = _open(buf, what, ("I3TimeWindowSeriesMap", "I3Map<OMKey, I3TimeWindowSeries>"), (0, 1))
+    r.class_info("std::map")
+    nkeys = r.count(21)
+    rows: list[tuple[float, float, float, float]] = []
+    keys: list[tuple[int, int, int]] = []
+    for _ in range(nkeys):
+        r.class_info("std::pair")
+        r.expect_class_info("OMKey", (1, 2))
+        r.object_id()
+        key = (r.i32(), r.u32(), r.u8())
+        keys.append(key)
+        r.expect_class_info("I3TimeWindowSeries", (0, 1))
+        r.object_id()
+        _base(r)
+        r.class_info("std::vector<I3TimeWindow>")
+        n = r.count(24)
+        for _ in range(n):
+            r.expect_class_info("I3TimeWindow", (0, 1))
+            r.object_id()
+            _base(r)
+            start, stop = r.f64(), r.f64()
+            if not (np.isfinite(start) and np.isfinite(stop)):
+                raise DecodeError(f"{what}: a non-finite time window ({start}, {stop}) on DOM {key[:2]}")
+            if start > stop:
+                raise DecodeError(f"{what}: a time window starts after it stops ({start} > {stop}) on DOM {key[:2]}")
+            rows.append((float(key[0]), float(key[1]), start, stop))
+    r.done()
+    if len(keys) > 1:
+        code = np.array([s * 1_000_000 + o * 1000 + p for s, o, p in keys], dtype=np.int64)
+        if (np.diff(code) <= 0).any():
+            raise DecodeError(f"{what}: map keys are not sorted")
+    return np.array(rows, dtype=np.float64).reshape(len(rows), 4)
