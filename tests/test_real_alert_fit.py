@@ -209,3 +209,21 @@ def test_real_track_alert_lands_near_splinempe(name: str) -> None:
     sra, sdec = local_to_equatorial(spl.zenith_rad, spl.azimuth_rad, event.mjd)
     miss = _angle_deg(ra, dec, float(sra), float(sdec))
     assert miss <= 2.0, f"{name}: best pixel {miss:.2f} deg from SplineMPE"
+
+
+def test_pulses_in_calibration_errata_windows_are_not_fitted() -> None:
+    event = load_event(DATA / "run00136055-evt000000348073.pkl")
+    assert len(event.calibration_errata) > 0
+    with_errata = PandelMPE({"use_online_seeds": "false"}).prepare(event)
+    without = PandelMPE({"use_online_seeds": "false", "drop_errata": "false"}).prepare(event)
+    assert with_errata.qtot_pe < without.qtot_pe
+    # no first pulse the fit uses lies inside a window of its own DOM
+    w = np.asarray(event.calibration_errata)
+    pos = with_errata.hits.pos_m
+    from skymap_scanner.events.geometry import icecube86
+
+    wx, wy, wz = icecube86().positions(w[:, 0].astype(int), w[:, 1].astype(int))
+    for k in range(w.shape[0]):
+        on_dom = np.flatnonzero(np.hypot(pos[:, 0] - wx[k], pos[:, 1] - wy[k]) + np.abs(pos[:, 2] - wz[k]) < 0.1)
+        t1 = with_errata.hits.t1_ns[on_dom]
+        assert not np.any((t1 >= w[k, 2]) & (t1 <= w[k, 3]))

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..events.model import Event
+from ..events.windows import mask_outside_windows
 from . import _ice
 from . import _pandel as pm
 from ._pandel_prep import (
@@ -90,6 +91,7 @@ class PandelMPE(Reco):
         "absorption_m": (float, 98.0, "absorption length (m), ice=homogeneous"),
         "tau_ns": (float, 557.0, "Pandel tau (ns), ice=homogeneous"),
         "max_npe": (float, 1e9, "cap on a DOM's charge used as the MPE photon count N"),
+        "drop_errata": (bool, True, "drop pulses inside the event's CalibrationErrata time windows"),
         "use_online_seeds": (bool, True, "use vertices of online fits in the event as extra seeds"),
         "max_iter": (int, 50, "maximum BFGS iterations per fit"),
     }
@@ -111,6 +113,9 @@ class PandelMPE(Reco):
         pulses = event.pulses
         if self.options["hlc_only"] and pulses.lc.sum() >= 3:
             pulses = pulses.select(pulses.lc)
+        if self.options["drop_errata"] and len(event.calibration_errata):
+            # pulses in a DOM's known-bad calibration window carry wrong times and charges
+            pulses = pulses.select(mask_outside_windows(pulses, event.calibration_errata))
         cleaned = pulses.select(muon_pulse_mask(pulses))
         hits = first_pulses(cleaned)
         if hits.t1_ns.size < 3:  # cleaning left too little: use everything
