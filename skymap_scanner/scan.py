@@ -25,6 +25,7 @@ import numpy as np
 
 from . import __version__
 from .checkpoint import ResultLog
+from .collector import IngestCounts
 from .coords import equatorial_to_local
 from .engine import ScanEngine, WorkItems
 from .errors import MessageError, SkyScanError
@@ -241,14 +242,10 @@ class ScanRunner:
                            msg.client, first)
             self._give_up_or_retry(msg.nside, pixels[err], posvars[err])
 
-    def _ingest(self, nside: int, pixels: np.ndarray, posvars: np.ndarray, fits: np.ndarray) -> Any:
-        store = self.engine.store(nside)
-        new = None
-        if store is not None and self._log is not None:
-            bits = np.left_shift(np.uint64(1), np.clip(posvars, 0, 63).astype(np.uint64))
-            new = (store.received_mask(pixels) & bits) == 0
+    def _ingest(self, nside: int, pixels: np.ndarray, posvars: np.ndarray, fits: np.ndarray) -> IngestCounts:
         counts = self.engine.ingest(nside, pixels, posvars, fits)
-        if self._log is not None and new is not None and new.any():
+        if self._log is not None and counts.accepted:
+            new = counts.accepted_index
             self._log.append(nside, pixels[new], posvars[new], fits[new])
         return counts
 
@@ -323,10 +320,11 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> Path:
 def scan_event(event: Event, reco_name: str, *, nsides: str = DEFAULT_PROGRESSION, local_workers: int = 2,
                reco_options: Mapping[str, str] | None = None, predictive_threshold: float = 1.0) -> ScanResult:
     """Run a whole embedded scan of ``event`` in this process plus ``local_workers`` workers."""
-    from .transport.embedded import EmbeddedTransport
+    from .config import EnvConfig
+    from .transport.registry import TransportOptions, make_server_transport
 
     spec = ScanSpec(event, reco_name, dict(reco_options or {}), nsides, predictive_threshold)
-    transport = EmbeddedTransport(native.to_dict(event), reco_name, spec.reco_options, local_workers)
+    transport = make_server_transport(EnvConfig(), spec, TransportOptions(local_workers), backend="embedded")
     transport.start()
     runner = ScanRunner(spec, transport)
     try:

@@ -1,0 +1,143 @@
+"""The scan protocol's pure state, unit by unit: leases (with an injected clock), attempts, what an
+ingest accepted, the "already received" test, and the result log (the checkpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skymap_scanner.checkpoint import RECORD_DTYPE, ResultLog
+from skymap_scanner.collector import FIT_FIELDS, NsideStore
+from skymap_scanner.engine import ScanEngine
+from skymap_scanner.leases import Attempts, LeaseBook
+from skymap_scanner.pixels import parse_progression
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def px(*values: int) -> np.ndarray:
+    return np.array(values, np.int64)
+
+
+# -- leases -------------------------------------------------------------------------------------------
+def test_a_lease_is_overdue_after_lease_min_s_when_nothing_was_observed() -> None:
+    clock = Clock()
+    book = LeaseBook(lease_min_s=10.0, clock=clock)
+    book.add(1, 8, px(1, 2), px(0, 0))
+    clock.t += 10.0
+    assert book.overdue() == []  # not past the deadline yet (strictly greater)
+    clock.t += 0.001
+    (lease,) = book.overdue()
+    assert lease.batch_id == 1 and lease.pixels.tolist() == [1, 2]
+    assert len(book) == 0 and book.items_in_flight == 0
+    assert book.overdue() == []  # handed out once
+    assert book.done(1) is None  # a late reply finds no lease
+
+
+def test_done_closes_a_lease_once_and_measures_the_rate() -> None:
+    clock = Clock()
+    book = LeaseBook(lease_min_s=5.0, clock=clock)
+    for b in (1, 2, 3):
+        book.add(b, 8, np.arange(100, dtype=np.int64), np.zeros(100, np.int64))
+    assert book.items_in_flight == 300 and len(book) == 3
+    clock.t += 1.0
+    assert book.done(1) is not None
+    clock.t += 1.0
+    assert book.done(2) is not None  # 100 items in 1 s: the rate is 100/s
+    assert book.done(2) is None  # twice: unknown
+    assert book.items_in_flight == 100
+    # batch 3 had 200 items ahead of it: it may take (200 + 100) / 100 = 3 s, times three, plus 5 s
+    clock.t = 1000.0 + 5.0 + 9.0
+    assert book.overdue() == []
+    clock.t += 0.01
+    assert [lease.batch_id for lease in book.overdue()] == [3]
+
+
+def test_the_rate_is_smoothed() -> None:
+    clock = Clock()
+    book = LeaseBook(lease_min_s=1.0, clock=clock)
+    for b in range(1, 4):
+        book.add(b, 8, np.arange(10, dtype=np.int64), np.zeros(10, np.int64))
+    clock.t += 1.0
+    book.done(1)
+    clock.t += 1.0
+    book.done(2)  # first rate: 10/s
+    clock.t += 0.1
+    book.done(3)  # 100/s at once, but smoothed: 0.9 * 10 + 0.1 * 100
+    assert book._rate_items_per_s == pytest.approx(19.0)
+
+
+# -- attempts -----------------------------------------------------------------------------------------
+def test_attempts_retry_until_max_then_give_up_once() -> None:
+    a = Attempts(max_attempts=3)
+    for _ in range(2):
+        (rp, rv), (gp, gv) = a.failed(8, px(5, 6), px(0, 1))
+        assert rp.tolist() == [5, 6] and rv.tolist() == [0, 1] and gp.size == gv.size == 0
+    assert len(a) == 2
+    (rp, _), (gp, gv) = a.failed(8, px(5), px(0))
+    assert rp.size == 0 and gp.tolist() == [5] and gv.tolist() == [0]
+    assert len(a) == 1  # (6, 1) is still being retried; (5, 0) is forgotten
+    (rp, _), _ = a.failed(64, px(5), px(0))  # another nside: its own count
+    assert rp.tolist() == [5]
+    with pytest.raises(ValueError):
+        Attempts(0)
+
+
+def test_one_attempt_gives_up_at_once() -> None:
+    (rp, _), (gp, _) = Attempts(1).failed(8, px(1, 2), px(0, 0))
+    assert rp.size == 0 and gp.tolist() == [1, 2]
+
+
+# -- what was received / accepted -------------------------------------------------------------------
+def test_received_is_per_pixel_and_posvar() -> None:
+    store = NsideStore(8, 3, full_sky=True)
+    store.ingest(px(4, 4, 9), px(0, 2, 1), np.zeros((3, len(FIT_FIELDS))))
+    got = store.received(px(4, 4, 4, 9, 9, 700, 4, 4), px(0, 1, 2, 1, 0, 0, 3, -1))
+    assert got.tolist() == [True, False, True, True, False, False, False, False]  # beyond n_posvar: False
+
+
+def test_ingest_says_which_results_it_accepted() -> None:
+    e = ScanEngine(parse_progression("8:0"), n_posvar=2)
+    fits = np.arange(5 * len(FIT_FIELDS), dtype=float).reshape(5, -1)
+    c = e.ingest(8, px(1, 1, 2, 1, 9999), px(0, 1, 0, 0, 0), fits)
+    # (1, 0) twice in one batch: the first is kept; pixel 9999 is not an nside-8 pixel
+    assert c.accepted_index.tolist() == [0, 1, 2]
+    assert (c.accepted, c.duplicates, c.unknown) == (3, 1, 1)
+    c2 = e.ingest(8, px(2, 3), px(0, 0), fits[:2])
+    assert c2.accepted_index.tolist() == [1] and c2.duplicates == 1
+    assert e.ingest(64, px(1), px(0), fits[:1]).accepted_index.size == 0  # an nside not in the scan
+
+
+# -- the result log -----------------------------------------------------------------------------------
+def test_result_log_replays_what_was_appended_in_order(tmp_path: Path) -> None:
+    log = ResultLog(tmp_path / "sub" / "scan.results.bin")
+    f1 = np.arange(14, dtype=float).reshape(2, 7)
+    log.append(8, px(3, 4), px(0, 1), f1)
+    log.append(8, px(5), px(0), np.full((1, 7), np.nan), np.ones(1, bool))
+    log.append(64, px(77), px(1), f1[:1])
+    log.close()
+    runs = list(ResultLog(tmp_path / "sub" / "scan.results.bin").replay())
+    assert [(n, p.tolist(), v.tolist(), fl.tolist()) for n, p, v, _, fl in runs] == [
+        (8, [3, 4, 5], [0, 1, 0], [False, False, True]), (64, [77], [1], [False])]
+    assert np.array_equal(runs[0][3][:2], f1) and np.isnan(runs[0][3][2]).all()
+
+
+def test_result_log_drops_a_record_cut_short(tmp_path: Path) -> None:
+    path = tmp_path / "scan.results.bin"
+    log = ResultLog(path)
+    log.append(8, px(3, 4), px(0, 0), np.zeros((2, 7)))
+    log.close()
+    with open(path, "ab") as f:
+        f.write(b"\x01" * (RECORD_DTYPE.itemsize // 2))  # a crash mid-write
+    runs = list(ResultLog(path).replay())
+    assert len(runs) == 1 and runs[0][1].tolist() == [3, 4]
+    assert path.stat().st_size == 2 * RECORD_DTYPE.itemsize  # the partial record was cut off
+    assert list(ResultLog(tmp_path / "none.bin").replay()) == []
