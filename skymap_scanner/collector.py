@@ -142,7 +142,8 @@ class NsideStore:
         pv = np.asarray(posvars, dtype=np.int64)
         bits = np.left_shift(np.uint64(1), np.clip(pv, 0, MAX_POSVAR - 1).astype(np.uint64))
         ok = (pv >= 0) & (pv < self.n_posvar)
-        return ok & ((self.received_mask(pixels) & bits) != 0)
+        got: npt.NDArray[np.bool_] = ok & ((self.received_mask(pixels) & bits) != 0)
+        return got
 
     def received_mask(self, pixels: npt.ArrayLike) -> npt.NDArray[np.uint64]:
         """Bit mask of posvars received for each pixel (0 for unexpected pixels)."""

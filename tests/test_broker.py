@@ -429,6 +429,7 @@ def test_broker_restart_mid_scan(rabbitmq: None, scans: Callable[..., Scan]) -> 
     assert "reconnecting" in (scan.dir / "server-1.log").read_text()
 
 
+@pytest.mark.slow
 def test_server_without_clients_gives_up_and_keeps_a_partial_result(rabbitmq: None,
                                                                      scans: Callable[..., Scan]) -> None:
     scan = scans(["--reco-algo", "dummy", "--nsides", "8:0"], base_env(SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS="3"))

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from skymap_scanner.results import load_result
 
@@ -38,6 +39,7 @@ def test_server_reads_realtime_pickle(tmp_path: Path) -> None:
     assert res.maps[8].size == 768
 
 
+@pytest.mark.slow
 def test_dying_workers_are_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     proc = run_server(["--event-file", str(SAMPLE), "--reco-algo", "crash_dummy", "--reco-option",
                        "crash_probability=0.003", "--reco-option", "flaky=true", "--reco-option", "crash_mode=exit",
@@ -50,6 +52,7 @@ def test_dying_workers_are_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     assert arr.size == 768 and np.isfinite(arr["llh"]).all()
 
 
+@pytest.mark.slow
 def test_sigkill_server_and_resume_from_checkpoint(tmp_path: Path) -> None:
     args = ["--event-file", str(SAMPLE), "--reco-algo", "dummy", "--reco-option", "sleep_s=0.004",
             "--local-workers", "2", "--nsides", "8:0", "64:12", "--no-products", "--cache-dir", str(tmp_path / "cache")]

@@ -140,6 +140,7 @@ def test_partial_failures_do_not_stop_anything(stub_factory: Any, caplog: pytest
     assert "never accepted" not in caplog.text and TOKEN not in caplog.text
 
 
+@pytest.mark.slow
 def test_server_reports_to_skydriver(stub_factory: Any, tmp_path: Path) -> None:
     """An embedded scan with SKYSCAN_SKYDRIVER_ADDRESS: progress PATCHes while it runs, and the final
     result PUT (refused twice first) equal to the result file."""

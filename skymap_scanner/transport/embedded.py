@@ -3,6 +3,11 @@
 Messages cross the process boundary as the same JSON bytes the broker mode sends.
 A worker that dies (e.g. a reco that kills its process) is replaced; its lost
 batch is re-sent by the scan loop's lease book.
+
+Known limit (from how ``multiprocessing.Queue.get`` works, not reproduced in a test): a worker killed
+from outside (SIGKILL, the OOM killer) while it waits for work on the shared queue dies holding the
+queue's read lock, so the other workers would wait forever and the scan would stop only after
+SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS. A worker dying inside a fit, the usual case, is handled.
 """
 
 from __future__ import annotations
