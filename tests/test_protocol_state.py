@@ -1,5 +1,6 @@
 """The scan protocol's pure state, unit by unit: leases (with an injected clock), attempts, what an
-ingest accepted, the "already received" test, and the result log (the checkpoint)."""
+ingest accepted, the "already received" test, the result log (the checkpoint), the protocol as a whole
+and the intake of messages."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import pytest
 
 from skymap_scanner.checkpoint import RECORD_DTYPE, ResultLog
 from skymap_scanner.collector import FIT_FIELDS, NsideStore
-from skymap_scanner.engine import ScanEngine
+from skymap_scanner.engine import ScanEngine, WorkItems
+from skymap_scanner.errors import MessageError
+from skymap_scanner.intake import ForeignMessage, accept_result, accept_work
 from skymap_scanner.leases import Attempts, LeaseBook
+from skymap_scanner.messages import ResultMessage
 from skymap_scanner.pixels import parse_progression
+from skymap_scanner.protocol import ScanProtocol
 
 
 class Clock:
@@ -141,3 +146,92 @@ def test_result_log_drops_a_record_cut_short(tmp_path: Path) -> None:
     assert len(runs) == 1 and runs[0][1].tolist() == [3, 4]
     assert path.stat().st_size == 2 * RECORD_DTYPE.itemsize  # the partial record was cut off
     assert list(ResultLog(tmp_path / "none.bin").replay()) == []
+
+
+# -- the protocol as a whole (engine + leases + attempts), driven by hand ------------------------------
+def result_msg(work: WorkItems, batch_id: int, errors: list[str | None] | None = None,
+               scan_id: str = "s") -> ResultMessage:
+    n = len(work)
+    fits = np.zeros((n, len(FIT_FIELDS)))
+    fits[:, 0] = work.pixels + 0.5 * work.posvars
+    return ResultMessage(scan_id, batch_id, work.nside, work.pixels, work.posvars, fits,
+                         tuple(errors or [None] * n), np.full(n, 0.01), "w1")
+
+
+def protocol(clock: Clock, max_attempts: int = 2, batch_size: int = 0) -> ScanProtocol:
+    engine = ScanEngine(parse_progression("8:0"), n_posvar=1, max_attempts=max_attempts)
+    return ScanProtocol(engine, lease_min_s=10.0, clock=clock, first_batch_id=100, batch_size=batch_size)
+
+
+def test_protocol_accepts_a_reply_once_and_asks_to_checkpoint_it() -> None:
+    clock = Clock()
+    p = protocol(clock)
+    work = p.engine.pop_work(4)
+    assert work is not None
+    bid = p.open_batch(work)
+    assert bid == 101 and p.last_batch_id == 101 and len(p.leases) == 1
+    fx = p.on_result(result_msg(work, bid))
+    assert len(p.leases) == 0 and fx.notes == []
+    (rows,) = fx.rows
+    assert rows.pixels.tolist() == work.pixels.tolist() and not rows.failed.any()
+    again = p.on_result(result_msg(work, bid))  # the same reply twice: stale, nothing to checkpoint
+    assert again.rows == [] and p.stats.stale_replies == 1 and p.engine.counts.duplicates == 4
+    assert p.stats.per_client["w1"] == 8
+
+
+def test_protocol_retries_failed_fits_then_records_them_as_failed() -> None:
+    clock = Clock()
+    p = protocol(clock, max_attempts=2)
+    work = p.engine.pop_work(2)
+    assert work is not None
+    fx = p.on_result(result_msg(work, p.open_batch(work), errors=["boom", None]))
+    assert [r.pixels.tolist() for r in fx.rows] == [[work.pixels[1]]]  # the good one is checkpointed
+    assert any("reco failed on 1 fits" in text for _, text in fx.notes)
+    retry = p.engine.pop_work(10)  # the failed one comes first, once more
+    assert retry is not None and retry.pixels[0] == work.pixels[0]
+    first = WorkItems(8, retry.pixels[:1], retry.posvars[:1], retry.seeds[:1])
+    fx = p.on_result(result_msg(first, p.open_batch(first), errors=["boom"]))
+    (rows,) = fx.rows
+    assert rows.failed.tolist() == [True] and np.isnan(rows.fits).all()
+    assert p.engine.counts.failed_items == 1 and p.engine.counts.failed_attempts == 2
+
+
+def test_protocol_sends_an_overdue_batch_again_after_its_lease() -> None:
+    clock = Clock()
+    p = protocol(clock, max_attempts=3)
+    work = p.engine.pop_work(3)
+    assert work is not None
+    p.open_batch(work)
+    clock.t += 9.0
+    assert p.expire().notes == []
+    clock.t += 2.0
+    fx = p.expire()
+    assert p.stats.resent_batches == 1 and "got no reply in time" in fx.notes[0][1] and fx.rows == []
+    again = p.engine.pop_work(10)
+    assert again is not None and again.pixels[:3].tolist() == work.pixels.tolist()
+
+
+def test_protocol_adapts_the_batch_size_unless_it_is_fixed() -> None:
+    clock = Clock()
+    p = protocol(clock)
+    assert p.batch_size == 8
+    work = p.engine.pop_work(10)
+    assert work is not None
+    p.on_result(result_msg(work, p.open_batch(work)))  # 10 fits of 0.01 s: 25 per 0.25 s message
+    assert p.batch_size == 25
+    fixed = protocol(clock, batch_size=16)
+    work = fixed.engine.pop_work(10)
+    assert work is not None
+    fixed.on_result(result_msg(work, fixed.open_batch(work)))
+    assert fixed.batch_size == 16
+
+
+def test_intake_refuses_garbage_and_other_scans() -> None:
+    msg = result_msg(WorkItems(8, px(1), px(0), np.full((1, 4), np.nan)), 1)
+    assert accept_result(msg.to_dict(), "s").pixels.tolist() == [1]
+    with pytest.raises(ForeignMessage, match="another scan"):
+        accept_result(msg.to_dict(), "other")
+    with pytest.raises(MessageError, match="not JSON"):
+        accept_result(b"\xff", "s")
+    with pytest.raises(MessageError):
+        accept_work(msg.to_dict(), None)  # a result is not work

@@ -65,6 +65,7 @@ def test_embedded_server_scan_equals_stored_result(tmp_path: Path) -> None:
     assert npz.with_suffix(".json").exists()
 
 
+@pytest.mark.slow  # the same comparison runs in-process on every backend (test_transport_contract.py)
 def test_embedded_server_scan_with_poison_pixels_equals_stored_result(tmp_path: Path) -> None:
     npz, _ = run_embedded(POISON, tmp_path)
     assert npz.name == "run00136662.evt000035405932.neutrino_8_64.npz"

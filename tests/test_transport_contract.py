@@ -204,7 +204,7 @@ def test_the_stub_is_deterministic(tmp_path: Path) -> None:
         spec = h.spec(SMALL, batch_size=64)
         t = h.server(spec)
         runner = ScanRunner(spec, t)
-        runner._batch_id = 0  # ids start at a random point otherwise
+        runner.protocol._batch_id = 0  # ids start at a random point otherwise
         runner.run()
         seen.append((t.queues.delivered, runner.stats.per_client.copy(),  # type: ignore[attr-defined]
                      json.dumps(runner.engine.progress())))

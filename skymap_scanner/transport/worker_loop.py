@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import MessageError
-from ..messages import ResultMessage, WorkMessage, decode_work
+from ..intake import accept_work
+from ..messages import ResultMessage, WorkMessage
 from .backoff import Backoff
 from .contract import WorkerChannel, WorkerSession
 
@@ -33,16 +34,7 @@ class ServeStats:
     reconnects: int = 0
 
 
-def intake(raw: object, scan_id: str | None) -> WorkMessage:
-    """A delivery as a work message of this scan, or :class:`MessageError` (the worker drops it).
-
-    Every delivery passes here before any work is done on it: the place for checks of where a message
-    came from (e.g. a signature) to go.
-    """
-    work = decode_work(raw)  # type: ignore[arg-type]  # anything else is refused by decode_work
-    if scan_id is not None and work.scan_id != scan_id:
-        raise MessageError(f"work for another scan ({work.scan_id[:64]})")
-    return work
+intake = accept_work  # every delivery passes here first: see skymap_scanner.intake
 
 
 async def fit_keeping_alive(handle: Handler, work: WorkMessage, session: WorkerSession,
