@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_write_text
 from .checkpoint import ResultLog
 from .coords import equatorial_to_local
 from .engine import ScanEngine, WorkItems
@@ -36,7 +37,6 @@ from .protocol import Effects, ScanProtocol
 from .recos import make_reco
 from .results import EventMeta, ScanResult
 from .transport import Transport
-from .utils.atomic import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
 BLOCK_ITEMS = 16384  # items popped (and converted to local coordinates) at once

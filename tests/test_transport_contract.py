@@ -94,8 +94,10 @@ def test_a_batch_taken_by_a_dying_worker_is_done_again(backend: Harness) -> None
     runner = run(spec, AfterReplies(transport, 3, lambda: backend.worker_dies_mid_batch(transport)))
     assert_complete_once(runner, SMALL)
     if backend.name == "embedded":
+        # the process was replaced; whether it held a batch when killed depends on timing (when it did,
+        # the lease brought it back: the lease path itself is tested deterministically, on every
+        # backend, by the lost-batch test below)
         assert transport.replaced >= 1  # type: ignore[attr-defined]
-        assert runner.stats.resent_batches >= 1
     else:
         assert sum(h.failed for h in backend.handlers) == 1
         assert runner.stats.resent_batches == 0  # redelivered by the backend, not by the lease

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError, MessageError, SkyScanError
-from ..utils import single_threaded_math
+from ..threads import single_threaded_math
 
 single_threaded_math()  # one client per core: no threaded BLAS (before numpy is imported)
 
@@ -71,9 +71,9 @@ def _load(startup: dict[str, Any]) -> Any:
 
 
 def _single(args: argparse.Namespace) -> int:
+    from ..atomic import atomic_write_text
     from ..transport.mq import read_startup_json
     from ..transport.worker_loop import intake
-    from ..utils.atomic import atomic_write_text
 
     startup = read_startup_json(args.client_startup_json)
     try:

@@ -124,7 +124,7 @@ class EmbeddedTransport(ServerTransport):
 
     def start(self, timeout_s: float = 300.0) -> None:
         """Start the workers and wait until each has prepared the event."""
-        from ..utils import single_threaded_math
+        from ..threads import single_threaded_math
 
         single_threaded_math()  # inherited by the spawned workers
         for _ in range(self.n_workers):

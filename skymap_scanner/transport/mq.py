@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..atomic import atomic_write_text
 from ..config import EnvConfig
 from ..errors import ConfigError, SkyScanError
 from ..events import native
 from ..messages import ResultMessage
-from ..utils.atomic import atomic_write_text
 from .backoff import Backoff
 from .contract import ServerTransport, WorkerChannel, WorkerSession
 
