@@ -24,10 +24,9 @@ from skymap_scanner.scan import ScanRunner, ScanSpec
 from skymap_scanner.transport import ServerTransport
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.broker) if name in ("rabbitmq", "nats") else name
+                        for name in BACKENDS])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    if request.param in ("rabbitmq", "nats"):
-        request.applymarker(pytest.mark.broker)
     h = Harness(request.param, tmp_path)
     yield h
     h.close()
