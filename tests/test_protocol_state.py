@@ -18,6 +18,7 @@ from skymap_scanner.leases import Attempts, LeaseBook
 from skymap_scanner.messages import ResultMessage
 from skymap_scanner.pixels import parse_progression
 from skymap_scanner.protocol import ScanProtocol
+from skymap_scanner.transport.backoff import Backoff
 
 
 class Clock:
@@ -235,3 +236,16 @@ def test_intake_refuses_garbage_and_other_scans() -> None:
         accept_result(b"\xff", "s")
     with pytest.raises(MessageError):
         accept_work(msg.to_dict(), None)  # a result is not work
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
+    clock = Clock()
+    b = Backoff(first_s=0.5, max_s=3.0, clock=clock)
+    assert b.failing_for() == 0.0
+    assert [b.failed() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    clock.t += 7.5
+    assert b.failing_for() == 7.5  # since the first failure of this run
+    b.succeeded()
+    assert b.failing_for() == 0.0 and b.failed() == 0.5
+    with pytest.raises(ValueError):
+        Backoff(first_s=2.0, max_s=1.0)
