@@ -82,12 +82,12 @@ def run_broker(nsides: str, options: dict[str, str], n_clients: int, batch_size:
                 time.sleep(0.05)
             time.sleep(0.3)  # the clients' subscriptions open
             runner = ScanRunner(spec, transport)
-            b0 = runner._batch_id
+            b0 = runner.protocol.last_batch_id
             t0 = time.perf_counter()
             runner.run()
             dt = time.perf_counter() - t0
             manifest = runner.manifest()
-            manifest["bench_messages"] = runner._batch_id - b0
+            manifest["bench_messages"] = runner.protocol.last_batch_id - b0
         finally:
             transport.close()
             for p in procs:

@@ -8,7 +8,7 @@ A full-sky nside uses dense slots (slot = pixel index).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,8 @@ class IngestCounts:
     accepted: int = 0
     duplicates: int = 0
     unknown: int = 0  # (pixel, posvar) this scan never asked for
+    #: positions (in the arrays offered) of the results accepted, in order
+    accepted_index: IntArray = field(default_factory=lambda: np.empty(0, np.int64), compare=False, repr=False)
 
 
 class NsideStore:
@@ -98,6 +100,7 @@ class NsideStore:
         slot = self.slots(px)
         ok = (slot >= 0) & (pv >= 0) & (pv < self.n_posvar)
         counts.unknown = int((~ok).sum())
+        where = np.flatnonzero(ok)
         slot, pv, f, fl = slot[ok], pv[ok], f[ok], fl[ok]
         bit = np.left_shift(np.uint64(1), pv.astype(np.uint64))
         # duplicates: already received, or repeated within this batch
@@ -109,6 +112,7 @@ class NsideStore:
         new = first & ~seen_before
         counts.duplicates = int((~new).sum())
         counts.accepted = int(new.sum())
+        counts.accepted_index = where[new]
         if not counts.accepted:
             return counts
         slot, bit, f, fl = slot[new], bit[new], f[new], fl[new]
@@ -132,6 +136,14 @@ class NsideStore:
                 self.best_llh = float(llh[i])
                 self.best_pixel = int(self.expected_pixels()[slot[i]])
         return counts
+
+    def received(self, pixels: npt.ArrayLike, posvars: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """Whether each (pixel, posvar) is already in (False for anything not expected)."""
+        pv = np.asarray(posvars, dtype=np.int64)
+        bits = np.left_shift(np.uint64(1), np.clip(pv, 0, MAX_POSVAR - 1).astype(np.uint64))
+        ok = (pv >= 0) & (pv < self.n_posvar)
+        got: npt.NDArray[np.bool_] = ok & ((self.received_mask(pixels) & bits) != 0)
+        return got
 
     def received_mask(self, pixels: npt.ArrayLike) -> npt.NDArray[np.uint64]:
         """Bit mask of posvars received for each pixel (0 for unexpected pixels)."""

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .collector import FIT_FIELDS, IngestCounts, NsideStore
+from .leases import Attempts
 from .pixels import NsideStep, parent_pixels, pixel_radec, refinement_pixels
 
 IntArray = npt.NDArray[np.int64]
@@ -92,7 +93,7 @@ class ScanEngine:
         self._level_of = {s.nside: i for i, s in enumerate(self.steps)}
         self._centre: list[Best | None] = [None] * len(self.steps)
         self._queue: deque[_Pending] = deque([_Pending(0, self.stores[0].expected_pixels())])
-        self._attempts: dict[tuple[int, int, int], int] = {}
+        self.attempts = Attempts(max_attempts)
         self.counts = EngineCounts()
 
     # -- state -------------------------------------------------------------------------
@@ -140,8 +141,7 @@ class ScanEngine:
                 exhausted = p.start >= p.pixels.size
             if exhausted:
                 self._queue.popleft()
-            got = store.received_mask(pixels) & np.left_shift(np.uint64(1), posvars.astype(np.uint64))
-            keep = got == 0
+            keep = ~store.received(pixels, posvars)
             if keep.any():
                 pixels, posvars = pixels[keep], posvars[keep]
                 return WorkItems(store.nside, pixels, posvars, self._seeds(p.level, pixels))
@@ -168,7 +168,10 @@ class ScanEngine:
         fits: npt.ArrayLike,
         failed: npt.ArrayLike | None = None,
     ) -> IngestCounts:
-        """Record results (``fits``: (n, 7) in FIT_FIELDS order) and advance refinement."""
+        """Record results (``fits``: (n, 7) in FIT_FIELDS order) and advance refinement.
+
+        Returns the counts, with ``accepted_index``: which of the offered results were new and kept
+        (the rest were duplicates or never asked for)."""
         store = self.store(nside)
         px = np.asarray(pixels, dtype=np.int64)
         if store is None:
@@ -194,27 +197,15 @@ class ScanEngine:
             return np.empty(0, np.int64), np.empty(0, np.int64)
         px = np.asarray(pixels, np.int64)
         pv = np.asarray(posvars, np.int64)
-        bits = np.left_shift(np.uint64(1), np.clip(pv, 0, 63).astype(np.uint64))
-        pending = (store.received_mask(px) & bits) == 0
-        give_up_p, give_up_v, retry_p, retry_v = [], [], [], []
-        for p, v in zip(px[pending].tolist(), pv[pending].tolist(), strict=True):
-            key = (nside, p, v)
-            n = self._attempts.get(key, 0) + 1
-            self.counts.failed_attempts += 1
-            if n >= self.max_attempts:
-                self._attempts.pop(key, None)
-                give_up_p.append(p)
-                give_up_v.append(v)
-            else:
-                self._attempts[key] = n
-                retry_p.append(p)
-                retry_v.append(v)
-        if retry_p:
-            self.requeue(nside, retry_p, retry_v)
-        if give_up_p:
-            nan = np.full((len(give_up_p), len(FIT_FIELDS)), np.nan)
-            self.ingest(nside, give_up_p, give_up_v, nan, np.ones(len(give_up_p), bool))
-        return np.asarray(give_up_p, np.int64), np.asarray(give_up_v, np.int64)
+        pending = ~store.received(px, pv)
+        retry, give_up = self.attempts.failed(nside, px[pending], pv[pending])
+        self.counts.failed_attempts += int(pending.sum())
+        if retry[0].size:
+            self.requeue(nside, *retry)
+        if give_up[0].size:
+            nan = np.full((give_up[0].size, len(FIT_FIELDS)), np.nan)
+            self.ingest(nside, *give_up, nan, np.ones(give_up[0].size, bool))
+        return give_up
 
     # -- refinement --------------------------------------------------------------------
     def _advance(self) -> None:

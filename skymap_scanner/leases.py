@@ -1,8 +1,9 @@
-"""Leases on sent work: which batches are overdue and must be re-sent. No I/O.
+"""Leases on sent work and attempts on failed work: the scan protocol's state. No I/O.
 
 A batch is overdue when no reply came within ``lease_min_s`` plus three times the
 time the work queued before it should take at the observed throughput. The
-clock is injected so tests can drive time.
+clock is injected so tests can drive time. A (pixel, posvar) whose fit failed is
+retried until it has failed ``max_attempts`` times, then given up on.
 """
 
 from __future__ import annotations
@@ -68,3 +69,39 @@ class LeaseBook:
                 del self._leases[lease.batch_id]
                 self.items_in_flight -= int(lease.pixels.size)
         return out
+
+
+class Attempts:
+    """Failed attempts per (nside, pixel, posvar): retry, or give up after ``max_attempts``."""
+
+    def __init__(self, max_attempts: int) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.max_attempts = max_attempts
+        self._failures: dict[tuple[int, int, int], int] = {}
+
+    def __len__(self) -> int:
+        """Items that failed and are still being retried."""
+        return len(self._failures)
+
+    def failed(self, nside: int, pixels: npt.NDArray[np.int64], posvars: npt.NDArray[np.int64]
+               ) -> tuple[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
+                          tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+        """These items failed once more: ((pixels, posvars) to retry, (pixels, posvars) to give up on)."""
+        retry: list[tuple[int, int]] = []
+        give_up: list[tuple[int, int]] = []
+        for p, v in zip(np.asarray(pixels).tolist(), np.asarray(posvars).tolist(), strict=True):
+            key = (nside, p, v)
+            n = self._failures.get(key, 0) + 1
+            if n >= self.max_attempts:
+                self._failures.pop(key, None)
+                give_up.append((p, v))
+            else:
+                self._failures[key] = n
+                retry.append((p, v))
+        return _columns(retry), _columns(give_up)
+
+
+def _columns(pairs: list[tuple[int, int]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    arr = np.array(pairs, np.int64).reshape(-1, 2)
+    return arr[:, 0].copy(), arr[:, 1].copy()

@@ -106,4 +106,4 @@ def parent_pixels(fine_nside: int, pixels: npt.ArrayLike, coarse_nside: int) -> 
     """RING parent at ``coarse_nside`` of each RING pixel at ``fine_nside``."""
     ratio2 = (fine_nside // coarse_nside) ** 2
     nest = hp.ring2nest(fine_nside, np.asarray(pixels, dtype=np.int64)).astype(np.int64)
-    return hp.nest2ring(coarse_nside, nest // ratio2).astype(np.int64)
+    return np.asarray(hp.nest2ring(coarse_nside, nest // ratio2), dtype=np.int64)

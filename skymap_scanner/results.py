@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .atomic import atomic_write, atomic_write_text
 from .collector import FIT_FIELDS, RESULT_DTYPE
 from .errors import SkyScanError
-from .utils.atomic import atomic_write, atomic_write_text
 
 RESULT_VERSION = 1
 NAN_SENTINEL = "<skyreader.nan>"  # how skyreader's JSON layout spells NaN

@@ -15,7 +15,6 @@ import logging
 import secrets
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,19 +23,20 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_write_text
 from .checkpoint import ResultLog
 from .coords import equatorial_to_local
 from .engine import ScanEngine, WorkItems
 from .errors import MessageError, SkyScanError
 from .events import native
 from .events.model import Event
-from .leases import LeaseBook
-from .messages import WorkMessage, decode_result
+from .intake import ForeignMessage, accept_result
+from .messages import WorkMessage
 from .pixels import DEFAULT_PROGRESSION, NsideStep, parse_progression, pixel_radec, progression_str
+from .protocol import Effects, ScanProtocol
 from .recos import make_reco
 from .results import EventMeta, ScanResult
 from .transport import Transport
-from .utils.atomic import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
 BLOCK_ITEMS = 16384  # items popped (and converted to local coordinates) at once
@@ -80,17 +80,6 @@ class ScanSpec:
                                         self.predictive_threshold)
 
 
-@dataclass
-class ScanStats:
-    bad_messages: int = 0
-    foreign_messages: int = 0
-    stale_replies: int = 0
-    resent_batches: int = 0
-    per_client: Counter[str] = field(default_factory=Counter)
-    reco_time_s: float = 0.0
-    reco_items: int = 0
-
-
 class ScanRunner:
     """Runs one scan over one transport; reusable pieces for embedded and broker modes."""
 
@@ -101,15 +90,14 @@ class ScanRunner:
         self.spec = spec
         self.transport = transport
         self.engine = ScanEngine(spec.steps, spec.n_posvar, spec.predictive_threshold, spec.max_attempts)
-        self.leases = LeaseBook(spec.lease_min_s, clock)
-        self.stats = ScanStats()
+        # batch ids start at a random point: replies to a crashed run of the same scan (same queues)
+        # must not match this run's leases, or they would close leases of batches still being fitted
+        self.protocol = ScanProtocol(self.engine, spec.lease_min_s, clock, secrets.randbelow(2**52), spec.batch_size)
+        self.leases = self.protocol.leases
+        self.stats = self.protocol.stats
         self.clock = clock
         self.on_manifest = on_manifest
         self.on_partial_result = on_partial_result
-        # batch ids start at a random point: replies to a crashed run of the same scan (same queues)
-        # must not match this run's leases, or they would close leases of batches still being fitted
-        self._batch_id = secrets.randbelow(2**52)
-        self._batch_size = spec.batch_size or 8
         self._buffer: tuple[WorkItems, np.ndarray, np.ndarray] | None = None  # popped, directions computed
         self._buffer_pos = 0
         self._log: ResultLog | None = None
@@ -149,11 +137,7 @@ class ScanRunner:
                 t_last_reply = self.clock()
             for raw in replies:
                 self._handle_reply(raw)
-            for lease in self.leases.overdue():
-                self.stats.resent_batches += 1
-                LOGGER.warning("batch %d (nside %d, %d fits) got no reply in time; re-sending its fits",
-                               lease.batch_id, lease.nside, lease.pixels.size)
-                self._give_up_or_retry(lease.nside, lease.pixels, lease.posvars)
+            self._apply(self.protocol.expire())
             for note in self.transport.maintain():
                 LOGGER.warning(note)
             now = self.clock()
@@ -192,8 +176,9 @@ class ScanRunner:
                 self._buffer = (block, *self._local_directions(block))
                 self._buffer_pos = 0
             block, zen, azi = self._buffer
-            sl = slice(self._buffer_pos, self._buffer_pos + self._batch_size)
-            self._buffer_pos += self._batch_size
+            size = self.protocol.batch_size
+            sl = slice(self._buffer_pos, self._buffer_pos + size)
+            self._buffer_pos += size
             self._send(WorkItems(block.nside, block.pixels[sl], block.posvars[sl], block.seeds[sl]), zen[sl], azi[sl])
 
     def _local_directions(self, block: WorkItems) -> tuple[np.ndarray, np.ndarray]:
@@ -203,69 +188,30 @@ class ScanRunner:
         return zen[inverse], azi[inverse]
 
     def _send(self, items: WorkItems, zen: np.ndarray, azi: np.ndarray) -> None:
-        self._batch_id += 1
-        msg = WorkMessage(self.spec.scan_id, self._batch_id, items.nside, items.pixels, items.posvars, zen, azi,
-                          items.seeds)
-        self.leases.add(self._batch_id, items.nside, items.pixels, items.posvars)
+        batch_id = self.protocol.open_batch(items)
+        msg = WorkMessage(self.spec.scan_id, batch_id, items.nside, items.pixels, items.posvars, zen, azi, items.seeds)
         self.transport.send(msg.to_dict())
 
     # -- results in -----------------------------------------------------------------------
     def _handle_reply(self, raw: Any) -> None:
         try:
-            msg = decode_result(raw)
+            msg = accept_result(raw, self.spec.scan_id)
+        except ForeignMessage as e:
+            self.stats.foreign_messages += 1
+            LOGGER.warning("dropped %s", e)
         except MessageError as e:
             self.stats.bad_messages += 1
             LOGGER.warning("dropped a reply: %s", e)
-            return
-        if msg.scan_id != self.spec.scan_id:
-            self.stats.foreign_messages += 1
-            LOGGER.warning("dropped a reply for another scan (%s)", msg.scan_id[:64])
-            return
-        if self.leases.done(msg.batch_id) is None:
-            self.stats.stale_replies += 1  # a re-sent batch answered twice, or from a previous run
-        self.stats.per_client[msg.client] += len(msg.pixels)
-        rt = msg.reco_runtime_s[np.isfinite(msg.reco_runtime_s) & (msg.reco_runtime_s >= 0)]
-        self.stats.reco_time_s += float(rt.sum())
-        self.stats.reco_items += int(rt.size)
-        self._adapt_batch_size()
-        pixels, posvars, fits = msg.pixels, msg.posvars, msg.fits
-        err = np.array([e is not None for e in msg.errors], bool)
-        if (~err).any():
-            counts = self._ingest(msg.nside, pixels[~err], posvars[~err], fits[~err])
-            if counts.unknown:
-                LOGGER.warning("reply batch %d from %s held %d fits this scan never asked for",
-                               msg.batch_id, msg.client, counts.unknown)
-        if err.any():
-            first = next(e for e in msg.errors if e)
-            LOGGER.warning("reco failed on %d fits of batch %d (from %s): %s", int(err.sum()), msg.batch_id,
-                           msg.client, first)
-            self._give_up_or_retry(msg.nside, pixels[err], posvars[err])
+        else:
+            self._apply(self.protocol.on_result(msg))
 
-    def _ingest(self, nside: int, pixels: np.ndarray, posvars: np.ndarray, fits: np.ndarray) -> Any:
-        store = self.engine.store(nside)
-        new = None
-        if store is not None and self._log is not None:
-            bits = np.left_shift(np.uint64(1), np.clip(posvars, 0, 63).astype(np.uint64))
-            new = (store.received_mask(pixels) & bits) == 0
-        counts = self.engine.ingest(nside, pixels, posvars, fits)
-        if self._log is not None and new is not None and new.any():
-            self._log.append(nside, pixels[new], posvars[new], fits[new])
-        return counts
-
-    def _give_up_or_retry(self, nside: int, pixels: np.ndarray, posvars: np.ndarray) -> None:
-        gp, gv = self.engine.report_failure(nside, pixels, posvars)
-        if gp.size:
-            LOGGER.error("gave up on %d fits at nside %d after %d attempts; recorded as failed (NaN)",
-                         gp.size, nside, self.spec.max_attempts)
-            if self._log is not None:
-                self._log.append(nside, gp, gv, np.full((gp.size, 7), np.nan), np.ones(gp.size, bool))
-
-    def _adapt_batch_size(self) -> None:
-        if self.spec.batch_size or self.stats.reco_items < 8:
-            return
-        mean = self.stats.reco_time_s / self.stats.reco_items
-        # aim at ~0.25 s of work per message: amortises message overhead, keeps load balanced
-        self._batch_size = int(min(1024, max(1, round(0.25 / max(mean, 1e-6)))))
+    def _apply(self, effects: Effects) -> None:
+        """The I/O a protocol step asks for: checkpoint its rows, log its notes."""
+        if self._log is not None:
+            for r in effects.rows:
+                self._log.append(r.nside, r.pixels, r.posvars, r.fits, r.failed)
+        for level, text in effects.notes:
+            LOGGER.log(level, text)
 
     # -- reporting ------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -323,10 +269,11 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> Path:
 def scan_event(event: Event, reco_name: str, *, nsides: str = DEFAULT_PROGRESSION, local_workers: int = 2,
                reco_options: Mapping[str, str] | None = None, predictive_threshold: float = 1.0) -> ScanResult:
     """Run a whole embedded scan of ``event`` in this process plus ``local_workers`` workers."""
-    from .transport.embedded import EmbeddedTransport
+    from .config import EnvConfig
+    from .transport.registry import TransportOptions, make_server_transport
 
     spec = ScanSpec(event, reco_name, dict(reco_options or {}), nsides, predictive_threshold)
-    transport = EmbeddedTransport(native.to_dict(event), reco_name, spec.reco_options, local_workers)
+    transport = make_server_transport(EnvConfig(), spec, TransportOptions(local_workers), backend="embedded")
     transport.start()
     runner = ScanRunner(spec, transport)
     try:

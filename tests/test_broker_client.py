@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from skymap_scanner.client.__main__ import _pika_connections, fit_keeping_alive
+from skymap_scanner.transport.mq import _MQSession, pika_connections
+from skymap_scanner.transport.worker_loop import fit_keeping_alive
 
 
 class FakePikaConnection:
@@ -42,15 +43,16 @@ class FakePub:  # shaped like mqclient's QueuePubResource over RabbitMQ
 
 def test_connections_are_serviced_while_a_long_fit_runs() -> None:
     sub, pub = FakeSub(), FakePub()
+    session = _MQSession(sub, pub)
     fit_threads: list[int] = []
 
-    def slow_fit(work: str) -> str:
+    def slow_fit(work: Any) -> Any:
         fit_threads.append(threading.get_ident())
         time.sleep(0.5)
         return work.upper()
 
     async def main() -> tuple[str, int]:
-        return await fit_keeping_alive(slow_fit, "batch", (sub, pub), every_s=0.05), threading.get_ident()
+        return await fit_keeping_alive(slow_fit, "batch", session, every_s=0.05), threading.get_ident()
 
     result, loop_thread = asyncio.run(main())
     assert result == "BATCH"
@@ -62,9 +64,10 @@ def test_connections_are_serviced_while_a_long_fit_runs() -> None:
 
 def test_a_quick_fit_is_not_slowed_and_errors_propagate() -> None:
     sub = FakeSub()
+    session = _MQSession(sub, FakePub())
 
     async def quick() -> Any:
-        return await fit_keeping_alive(lambda w: w * 2, 21, (sub,), every_s=10)
+        return await fit_keeping_alive(lambda w: w * 2, 21, session, every_s=10)
 
     t0 = time.monotonic()
     assert asyncio.run(quick()) == 42 and time.monotonic() - t0 < 1
@@ -74,7 +77,7 @@ def test_a_quick_fit_is_not_slowed_and_errors_propagate() -> None:
         raise RuntimeError("worker bug")
 
     async def failing() -> Any:
-        return await fit_keeping_alive(broken, 1, (sub,), every_s=0.01)
+        return await fit_keeping_alive(broken, 1, session, every_s=0.01)
 
     with pytest.raises(RuntimeError, match="worker bug"):
         asyncio.run(failing())
@@ -84,8 +87,8 @@ def test_non_rabbitmq_resources_have_no_pika_connection() -> None:
     class NatsLike:
         _sub = object()
 
-    assert _pika_connections((NatsLike(), object())) == []
-    assert len(_pika_connections((FakeSub(), FakePub()))) == 2
+    assert pika_connections((NatsLike(), object())) == []
+    assert len(pika_connections((FakeSub(), FakePub()))) == 2
 
 
 def _client(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -134,6 +134,7 @@ def _run(module: str, args: list[str], env: dict[str, str], timeout: float = 60)
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
     """Server and client against a broker address where nothing listens, with every log at DEBUG
     (third-party loggers too): they fail, log their reconnect attempts, and never print a secret."""

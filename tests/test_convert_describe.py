@@ -121,9 +121,9 @@ def test_convert_to_an_unwritable_place_is_exit_2(tmp_path: Path, capsys: pytest
 
 def test_module_paths_run_as_commands(tmp_path: Path) -> None:
     out = tmp_path / "o.json"
-    r = subprocess.run([sys.executable, "-m", "skymap_scanner.utils.convert", str(BRONZE), str(out)],
+    r = subprocess.run([sys.executable, "-m", "skymap_scanner.cli.convert", str(BRONZE), str(out)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and out.is_file(), r.stderr
-    r = subprocess.run([sys.executable, "-m", "skymap_scanner.utils.describe", str(tmp_path / "nope")],
+    r = subprocess.run([sys.executable, "-m", "skymap_scanner.cli.describe", str(tmp_path / "nope")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().endswith("no such file") and "Traceback" not in r.stderr

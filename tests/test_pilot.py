@@ -55,6 +55,7 @@ def pilot_missing() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.broker
 def test_scan_through_the_ewms_pilot(scans: Callable[..., Scan], embedded: Callable[..., Embedded],
                                      tmp_path: Path) -> None:

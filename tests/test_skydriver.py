@@ -126,12 +126,21 @@ def test_final_result_gives_up_without_raising(stub_factory: Any, caplog: pytest
     assert "never accepted the final result" in caplog.text
 
 
-def test_partial_failures_do_not_stop_anything(stub_factory: Any) -> None:
-    rep = SkyDriverReporter("http://127.0.0.1:9", TOKEN, "scan-4", final_retries=1, retry_delay_s=0.01)
+def test_partial_failures_do_not_stop_anything(stub_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing answers: each update is tried once, logged as a warning (without the token), never raised."""
+    rep = SkyDriverReporter("http://127.0.0.1:9", TOKEN, "scan-4", final_retries=3, retry_delay_s=0.01)
+    caplog.set_level(logging.WARNING)
     rep.send_manifest({"x": 1})  # connection refused: logged, not raised
     rep.send_result(FakeResult("partial"), final=False)
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and r.name == "skymap_scanner.skydriver"]
+    assert len(warnings) == 2, warnings  # a partial result is tried once, not final_retries times
+    assert warnings[0].startswith("SkyDriver manifest update failed") and "the scan goes on" in warnings[0]
+    assert warnings[1].startswith("SkyDriver result upload 1/1 failed")
+    assert "never accepted" not in caplog.text and TOKEN not in caplog.text
 
 
+@pytest.mark.slow
 def test_server_reports_to_skydriver(stub_factory: Any, tmp_path: Path) -> None:
     """An embedded scan with SKYSCAN_SKYDRIVER_ADDRESS: progress PATCHes while it runs, and the final
     result PUT (refused twice first) equal to the result file."""

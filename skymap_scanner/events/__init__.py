@@ -69,6 +69,6 @@ def load_event(path: str | os.PathLike[str]) -> Event:
 
 def write_event(event: Event, path: str | os.PathLike[str]) -> Path:
     """Write ``event`` as ``skymap-scanner-event/1`` JSON, atomically."""
-    from ..utils.atomic import atomic_write_text
+    from ..atomic import atomic_write_text
 
     return atomic_write_text(Path(path), json.dumps(native.to_dict(event)))

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..errors import ConfigError, SkyScanError
+from ..errors import SkyScanError
 
 LOGGER = logging.getLogger("skymap_scanner.server")
 
@@ -89,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..config import read_env_config, setup_logging
-    from ..events import load_event, native
+    from ..events import load_event
     from ..scan import ScanRunner, ScanSpec, write_manifest
-    from ..transport import Transport
 
     cfg = read_env_config()
     setup_logging(cfg)
@@ -110,23 +109,17 @@ def _run(args: argparse.Namespace) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
                 len(event.pulses), event.pulses.n_doms, event.pulses.qtot_pe)
-    transport: Transport
-    if cfg.broker_mode:
-        from ..transport.mq import make_server_transport, redact_address
+    from ..transport.registry import TransportOptions, backend_name, make_server_transport
 
-        if args.client_startup_json is None:
-            raise ConfigError("broker mode (SKYSCAN_BROKER_ADDRESS is set) needs --client-startup-json PATH")
-        transport = make_server_transport(cfg, spec, args.client_startup_json)
-        LOGGER.info("mode: broker (%s at %s); clients start from %s", cfg.SKYSCAN_BROKER_CLIENT,
-                    redact_address(cfg.SKYSCAN_BROKER_ADDRESS), args.client_startup_json)
-    else:
-        from ..transport.embedded import EmbeddedTransport
-
-        if args.client_startup_json is not None:
-            raise ConfigError("--client-startup-json is for broker mode; set SKYSCAN_BROKER_ADDRESS "
-                              "(or drop the option for an embedded scan)")
-        transport = EmbeddedTransport(native.to_dict(event), spec.reco_name, spec.reco_options, args.local_workers)
+    backend = backend_name(cfg)
+    transport = make_server_transport(cfg, spec, TransportOptions(args.local_workers, args.client_startup_json))
+    if backend == "embedded":
         LOGGER.info("mode: embedded, %d local worker processes (no SKYSCAN_BROKER_ADDRESS set)", args.local_workers)
+    else:
+        from ..transport.mq import redact_address
+
+        LOGGER.info("mode: broker (%s at %s); clients start from %s", backend,
+                    redact_address(cfg.SKYSCAN_BROKER_ADDRESS), args.client_startup_json)
 
     reporter = _Reporter(cfg, spec, args.output_dir)
     runner = ScanRunner(spec, transport, on_manifest=reporter.manifest, on_partial_result=reporter.partial)

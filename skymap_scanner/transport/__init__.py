@@ -1,39 +1,16 @@
 """Transports carry work messages to workers and results back.
 
-One small interface (:class:`Transport`), two kinds of backend: ``embedded``
-(local worker processes) and ``mq`` (a message broker through oms-mqclient).
-The scan loop in :mod:`skymap_scanner.scan` is the same for both.
+The contract (:mod:`.contract`) has a server side (:class:`ServerTransport`, driven by the scan loop in
+:mod:`skymap_scanner.scan`) and a worker side (:class:`WorkerChannel`, driven by the one worker loop
+:func:`.worker_loop.serve`). The backends: ``embedded`` (local worker processes), ``stub`` (in memory,
+for tests), and ``rabbitmq`` / ``nats`` / ``pulsar`` (a message broker through oms-mqclient); the
+registry (:mod:`.registry`) picks one from the configuration.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import Any
+from .contract import ServerTransport, WorkerChannel, WorkerSession
 
+Transport = ServerTransport  # the name the scan loop has always used
 
-class Transport(ABC):
-    """Send work payloads (JSON-ready dicts), receive result payloads."""
-
-    mode: str = "?"
-    #: how many batches the scan loop keeps in flight
-    max_in_flight_batches: int = 8
-
-    @abstractmethod
-    def start(self) -> None:
-        """Connect / start workers."""
-
-    @abstractmethod
-    def send(self, payload: dict[str, Any]) -> None:
-        """Send one work message."""
-
-    @abstractmethod
-    def receive(self, timeout_s: float) -> list[Any]:
-        """Result payloads that arrived (raw: bytes, str or dict), waiting up to ``timeout_s``."""
-
-    def maintain(self) -> list[str]:
-        """Periodic upkeep (e.g. replace dead workers); returns notes to log."""
-        return []
-
-    @abstractmethod
-    def close(self) -> None:
-        """Stop workers / disconnect; safe to call twice."""
+__all__ = ["ServerTransport", "Transport", "WorkerChannel", "WorkerSession"]

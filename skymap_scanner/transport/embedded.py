@@ -3,27 +3,68 @@
 Messages cross the process boundary as the same JSON bytes the broker mode sends.
 A worker that dies (e.g. a reco that kills its process) is replaced; its lost
 batch is re-sent by the scan loop's lease book.
+
+Known limit (from how ``multiprocessing.Queue.get`` works, not reproduced in a test): a worker killed
+from outside (SIGKILL, the OOM killer) while it waits for work on the shared queue dies holding the
+queue's read lock, so the other workers would wait forever and the scan would stop only after
+SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS. A worker dying inside a fit, the usual case, is handled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import multiprocessing as mp
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
 from ..errors import SkyScanError
-from ..messages import decode_work, encode
-from . import Transport
+from ..messages import ResultMessage, encode
+from .contract import ServerTransport, WorkerChannel, WorkerSession
+from .worker_loop import serve
 
 LOGGER = logging.getLogger(__name__)
 
 
+class _PipeSession(WorkerSession):
+    def __init__(self, channel: EmbeddedWorkerChannel) -> None:
+        self.channel = channel
+
+    async def __aiter__(self) -> AsyncIterator[Any]:  # type: ignore[override]
+        while True:
+            raw = await asyncio.to_thread(self.channel.in_q.get)
+            if raw is None:  # the server's stop sign
+                self.channel.stopped = True
+                return
+            yield raw
+
+    async def reply(self, msg: ResultMessage) -> None:
+        self.channel.out.send_bytes(encode(msg))
+
+
+class EmbeddedWorkerChannel(WorkerChannel):
+    """The worker side: work from the shared queue, replies on this worker's own pipe. No acks: a
+    batch lost with its worker comes back through the server's lease."""
+
+    def __init__(self, in_q: Any, out: Connection, name: str) -> None:
+        self.in_q, self.out, self.name = in_q, out, name
+        self.stopped = False
+
+    @property
+    def closed(self) -> bool:
+        return self.stopped
+
+    @asynccontextmanager
+    async def session(self, idle_s: float) -> AsyncIterator[WorkerSession]:
+        yield _PipeSession(self)
+
+
 def _worker_main(event_doc: dict[str, Any], reco_name: str, reco_options: dict[str, str],
-                 in_q: Any, out: Connection, name: str) -> None:
+                 in_q: Any, out: Connection, name: str, scan_id: str | None) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server handles Ctrl-C and stops us
@@ -36,14 +77,10 @@ def _worker_main(event_doc: dict[str, Any], reco_name: str, reco_options: dict[s
         out.send_bytes(f"failed:{name}:{type(e).__name__}: {e}".encode())
         return
     out.send_bytes(f"ready:{name}".encode())
-    while True:
-        raw = in_q.get()
-        if raw is None:
-            return
-        out.send_bytes(encode(worker.handle(decode_work(raw))))
+    asyncio.run(serve(EmbeddedWorkerChannel(in_q, out, name), worker.handle, scan_id, log_every=0))
 
 
-class EmbeddedTransport(Transport):
+class EmbeddedTransport(ServerTransport):
     """Work goes out on one shared queue; each worker answers on a pipe of its own, so a worker that
     dies mid-write (a reco calling ``os._exit``, a SIGKILL) can corrupt or lock only its own pipe,
     never the others' replies."""
@@ -51,22 +88,24 @@ class EmbeddedTransport(Transport):
     mode = "embedded"
 
     def __init__(self, event_doc: dict[str, Any], reco_name: str, reco_options: Mapping[str, str] | None,
-                 n_workers: int) -> None:
+                 n_workers: int, scan_id: str | None = None) -> None:
         if n_workers < 1:
             raise ValueError("n_workers must be >= 1")
         self._ctx = mp.get_context("spawn")
         self._args = (event_doc, reco_name, dict(reco_options or {}))
+        self.scan_id = scan_id
         self.n_workers = n_workers
         self.max_in_flight_batches = 3 * n_workers
         self._in: Any = self._ctx.Queue()
         self._procs: dict[Any, Connection] = {}  # process -> the read end of its result pipe
         self._spawned = 0
+        self.replaced = 0  # workers that died and were replaced
 
     def _spawn(self) -> None:
         self._spawned += 1
         reader, writer = self._ctx.Pipe(duplex=False)
         p = self._ctx.Process(target=_worker_main, args=(*self._args, self._in, writer,
-                                                        f"local-worker-{self._spawned}"), daemon=True)
+                                                        f"local-worker-{self._spawned}", self.scan_id), daemon=True)
         p.start()
         writer.close()  # only the worker writes: its death then reads as EOF here
         self._procs[p] = reader
@@ -85,7 +124,7 @@ class EmbeddedTransport(Transport):
 
     def start(self, timeout_s: float = 300.0) -> None:
         """Start the workers and wait until each has prepared the event."""
-        from ..utils import single_threaded_math
+        from ..threads import single_threaded_math
 
         single_threaded_math()  # inherited by the spawned workers
         for _ in range(self.n_workers):
@@ -118,6 +157,7 @@ class EmbeddedTransport(Transport):
         notes = []
         for p in [p for p in self._procs if not p.is_alive()]:
             self._procs.pop(p).close()
+            self.replaced += 1
             notes.append(f"local worker {p.name} exited with code {p.exitcode}; starting a replacement")
             self._spawn()
         return notes

@@ -25,17 +25,20 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..atomic import atomic_write_text
 from ..config import EnvConfig
 from ..errors import ConfigError, SkyScanError
 from ..events import native
-from ..utils.atomic import atomic_write_text
-from . import Transport
+from ..messages import ResultMessage
+from .backoff import Backoff
+from .contract import ServerTransport, WorkerChannel, WorkerSession
 
 LOGGER = logging.getLogger(__name__)
 STARTUP_FORMAT = "skymap-scanner-client-startup/1"
@@ -78,14 +81,18 @@ class _Publisher(threading.Thread):
         super().__init__(name=f"pub-{name}", daemon=True)
         self.settings, self.qname, self.outbox = settings, name, outbox
         self.error: str | None = None
-        self.failing_since: float | None = None
+        self.backoff = Backoff(clock=time.monotonic)
+
+    @property
+    def failing_for(self) -> float:
+        """Seconds publishing has been failing (0 when it works)."""
+        return self.backoff.failing_for()
 
     def run(self) -> None:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
         pending: dict[str, Any] | None = None
-        delay = 0.5
         while True:
             try:
                 q = self.settings.make_queue(self.qname)
@@ -97,14 +104,12 @@ class _Publisher(threading.Thread):
                                 return
                         await pub.send(pending)
                         pending = None
-                        self.failing_since = None
-                        delay = 0.5
+                        self.backoff.succeeded()
             except Exception as e:
                 self.error = f"{type(e).__name__}: {e}"
-                self.failing_since = self.failing_since or time.monotonic()
+                delay = self.backoff.failed()
                 LOGGER.warning("publishing to %s failed (%s); reconnecting in %.1f s", self.qname, self.error, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 15.0)
 
 
 class _Consumer(threading.Thread):
@@ -120,7 +125,7 @@ class _Consumer(threading.Thread):
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        delay = 0.5
+        backoff = Backoff()
         while not self.stop.is_set():
             try:
                 q = self.settings.make_queue(self.qname, prefetch=self.prefetch, timeout_s=self.idle_s)
@@ -130,7 +135,7 @@ class _Consumer(threading.Thread):
                     t_last = time.monotonic()
                     async for data in sub:
                         self.inbox.put(data)
-                        delay = 0.5
+                        backoff.succeeded()
                         now = time.monotonic()
                         gap, t_last = now - t_last, now
                         if self.stop.is_set() or gap >= self.idle_s:
@@ -138,13 +143,13 @@ class _Consumer(threading.Thread):
             except Exception as e:
                 if self.stop.is_set():
                     return
+                delay = backoff.failed()
                 LOGGER.warning("consuming from %s failed (%s: %s); reconnecting in %.1f s",
                                self.qname, type(e).__name__, e, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 15.0)
 
 
-class MQServerTransport(Transport):
+class MQServerTransport(ServerTransport):
     """Server side: work out on the to-clients queue, results in from the from-clients queue."""
 
     mode = "broker"
@@ -215,8 +220,7 @@ class MQServerTransport(Transport):
         return out
 
     def maintain(self) -> list[str]:
-        since = self._pub.failing_since
-        if since is not None and time.monotonic() - since > self.settings.timeout_to_clients_s:
+        if self._pub.failing_for > self.settings.timeout_to_clients_s:
             raise SkyScanError(f"could not publish to the broker for {self.settings.timeout_to_clients_s} s "
                                f"(SKYSCAN_MQ_TIMEOUT_TO_CLIENTS): {self._pub.error}")
         return []
@@ -233,6 +237,68 @@ class MQServerTransport(Transport):
         # thread and anything it has not acked goes back to the queue, so do not wait for it long
         if self._sub.ident is not None:
             self._sub.join(timeout=1)
+
+
+def pika_connections(resources: tuple[Any, ...]) -> list[Any]:
+    """The pika connections inside mqclient's RabbitMQ sub/pub resources (none for other brokers)."""
+    out = []
+    for r in resources:
+        inner = getattr(r, "_sub", None) or getattr(r, "pub", None)
+        conn = getattr(inner, "connection", None)
+        if conn is not None and hasattr(conn, "process_data_events"):
+            out.append(conn)
+    return out
+
+
+class _MQSession(WorkerSession):
+    """mqclient's subscription: its iterator acks a message when the next one is asked for (and the last
+    one on a clean exit); an exception out of ``open_sub`` nacks it, so the broker redelivers it."""
+
+    def __init__(self, sub: Any, pub: Any) -> None:
+        self._sub, self._pub = sub, pub
+        # pika's blocking connections send heartbeats only when their events are processed (a batch of
+        # long fits would otherwise get the connection closed by RabbitMQ); NATS pings run on the loop
+        self._pika = pika_connections((sub, pub))
+        self.needs_keepalive = True
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._sub.__aiter__()  # type: ignore[no-any-return]
+
+    async def reply(self, msg: ResultMessage) -> None:
+        await self._pub.send(msg.to_dict())
+
+    async def keepalive(self) -> None:
+        for conn in self._pika:
+            try:
+                conn.process_data_events(time_limit=0)
+            except Exception as e:  # a lost connection shows when the reply is published
+                LOGGER.warning("servicing the broker connection during a fit failed (%s)", type(e).__name__)
+
+
+class MQWorkerChannel(WorkerChannel):
+    """Client side: work from the to-clients queue, replies to the from-clients queue. Each session is a
+    fresh subscription, re-opened after any idle gap (see the module docstring)."""
+
+    def __init__(self, settings: BrokerSettings, queue_to_clients: str, queue_from_clients: str,
+                 name: str = "client") -> None:
+        self.settings, self.to_clients, self.from_clients, self.name = (settings, queue_to_clients,
+                                                                        queue_from_clients, name)
+        self._stop = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop after the delivery in hand (or once the current session's wait ends)."""
+        self._stop.set()
+
+    @asynccontextmanager
+    async def session(self, idle_s: float) -> AsyncIterator[WorkerSession]:
+        in_q = self.settings.make_queue(self.to_clients, prefetch=1, timeout_s=int(idle_s))
+        out_q = self.settings.make_queue(self.from_clients)
+        async with out_q.open_pub() as pub, in_q.open_sub() as sub:
+            yield _MQSession(sub, pub)
 
 
 def split_password(address: str) -> tuple[str, str]:

@@ -1,15 +1,7 @@
-"""Command-line utilities (convert, describe, simulate, products) and small helpers."""
+"""The simulation (:mod:`.simulate`) and the products command (:mod:`.products`); the other command-line
+tools moved to :mod:`skymap_scanner.cli` and the low-level helpers to :mod:`skymap_scanner.atomic` and
+:mod:`skymap_scanner.threads` (the old names here keep working)."""
 
-import os
+from ..threads import SINGLE_THREAD_ENV, single_threaded_math
 
-SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def single_threaded_math() -> None:
-    """Ask BLAS/OpenMP for one thread per process (unless the user set otherwise).
-
-    Workers run one per core; threaded BLAS inside each made scipy fits ~10x slower here.
-    Must run before numpy is imported in the process it is meant for (or before spawning).
-    """
-    for name in SINGLE_THREAD_ENV:
-        os.environ.setdefault(name, "1")
+__all__ = ["SINGLE_THREAD_ENV", "single_threaded_math"]

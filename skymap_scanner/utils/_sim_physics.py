@@ -214,7 +214,7 @@ def diffusion_delays(rng: np.random.Generator, d_m: F64, scat_eff_m: F64, abs_m:
 def _icemc_delays(rng: np.random.Generator, d_m: F64, scat_eff_m: F64, abs_m: F64) -> F64:
     from ..recos import _icemc  # type: ignore[attr-defined]  # the lead's photon Monte Carlo, when present
 
-    return np.asarray(_icemc.sample_delays_ns(rng, d_m, scat_eff_m, abs_m), dtype=np.float64)
+    return np.asarray(_icemc.sample_delays_ns(rng, d_m, scat_eff_m, abs_m), dtype=np.float64)  # type: ignore[attr-defined]
 
 
 DELAY_MODELS: dict[str, DelayModel] = {"diffusion": diffusion_delays, "icemc": _icemc_delays}

@@ -1,43 +1,6 @@
-"""Atomic file writes: a temp file in the same directory, fsync, then rename.
+"""Moved to :mod:`skymap_scanner.atomic` (a low-level helper, importable from anywhere without
+reaching up into the command-line tools); this name keeps working."""
 
-A crash at any point leaves either the old file or the new one, never half of one.
-"""
+from ..atomic import atomic_write, atomic_write_text
 
-from __future__ import annotations
-
-import os
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-from typing import IO
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(fileobj)`` on a temp file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Atomically write ``text`` (UTF-8) to ``path``."""
-    def write(f: IO[bytes]) -> None:
-        f.write(text.encode())
-
-    return atomic_write(path, write)
+__all__ = ["atomic_write", "atomic_write_text"]

@@ -3,7 +3,9 @@
 ``skymap-scanner server ...`` is ``python -m skymap_scanner.server ...``, and so on;
 with options and no command (``skymap-scanner --event-file ...``) it is the server;
 each sub-command's module does the work (heavy imports happen there, so ``--help``
-is fast).
+is fast). The command-line tools live in this package (``cli.convert``, ``cli.describe``,
+``cli.simulate``); the server and client keep their ``python -m skymap_scanner.server`` /
+``.client`` entry points, and ``skymap_scanner.utils.{convert,describe,simulate}`` still run.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import sys
 COMMANDS = {
     "server": ("skymap_scanner.server.__main__", "run a scan (embedded, or over a broker)"),
     "client": ("skymap_scanner.client.__main__", "fit pixels for a server over a broker"),
-    "convert": ("skymap_scanner.utils.convert", "convert an event file to skymap-scanner-event/1"),
-    "describe": ("skymap_scanner.utils.describe", "describe an event file"),
-    "simulate": ("skymap_scanner.utils.simulate", "simulate muon-track events"),
+    "convert": ("skymap_scanner.cli.convert", "convert an event file to skymap-scanner-event/1"),
+    "describe": ("skymap_scanner.cli.describe", "describe an event file"),
+    "simulate": ("skymap_scanner.cli.simulate", "simulate muon-track events"),
     "products": ("skymap_scanner.utils.products", "sky-map products from a result .npz"),
 }
 
