@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +36,8 @@ def main() -> None:
         read_scan,
     )
     from skymap_scanner.products import fits as pfits
-    from skymap_scanner.products.synthetic import Gaussian, gaussian_scan, snap_to_pixel, write_result_npz
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # test support: synthetic scans
+    from synthetic import Gaussian, gaussian_scan, snap_to_pixel, write_result_npz
 
     print(f"imports: {time.perf_counter() - t0:.2f} s")
     with tempfile.TemporaryDirectory() as tmp:

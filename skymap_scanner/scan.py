@@ -34,7 +34,7 @@ from .leases import LeaseBook
 from .messages import WorkMessage, decode_result
 from .pixels import DEFAULT_PROGRESSION, NsideStep, parse_progression, pixel_radec, progression_str
 from .recos import make_reco
-from .results import EventMeta, ScanResult
+from .results import EventMeta, ScanResult, scan_provenance
 from .transport import Transport
 from .utils.atomic import atomic_write_text
 
@@ -313,7 +313,9 @@ class ScanRunner:
     def result(self) -> ScanResult:
         ev = self.spec.event
         meta = EventMeta(ev.run_id, ev.event_id, ev.event_type, ev.mjd, ev.is_real_event)
-        return ScanResult(meta, self.engine.results(), self.engine.completeness())
+        prov = scan_provenance(self.spec.reco_name, dict(self.spec.reco_options), progression_str(self.spec.steps),
+                               ev.name, scan_id=self.spec.scan_id)
+        return ScanResult(meta, self.engine.results(), self.engine.completeness(), prov)
 
 
 def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> Path:

@@ -145,6 +145,7 @@ def _run(args: argparse.Namespace) -> int:
         transport.close()
     npz = result.write_npz(args.output_dir)
     js = result.write_json(args.output_dir)
+    npz.with_name(result.filename(".npz", partial=True)).unlink(missing_ok=True)  # the final one replaces it
     manifest = runner.manifest()
     write_manifest(args.output_dir, manifest)
     LOGGER.info("result written: %s (and %s) after %.1f s", npz, js.name, time.monotonic() - t0)
@@ -153,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             from ..products import make_products
 
-            paths = make_products(npz, args.output_dir, reco=spec.reco_name, nsides=" ".join(args.nsides))
+            paths = make_products(result, args.output_dir, result_path=npz)
             LOGGER.info("products written: %s", ", ".join(sorted(p.name for p in paths.values())))
         except Exception as e:  # a failure to plot never loses the result
             LOGGER.error("making the sky-map products failed (%s: %s); the result %s is intact",
@@ -178,7 +179,7 @@ class _Reporter:
             self.skydriver.send_manifest(manifest)
 
     def partial(self, result: object) -> None:
-        path = result.write_npz(self.output_dir)  # type: ignore[attr-defined]
+        path = result.write_npz(self.output_dir, partial=True)  # type: ignore[attr-defined]
         LOGGER.info("partial result written: %s", path.name)
         if self.skydriver:
             self.skydriver.send_result(result, final=False)
