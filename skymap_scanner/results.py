@@ -114,6 +114,17 @@ class ScanResult:
             raise SkyScanError("the result holds no finite llh")
         return best
 
+    def best_radec_deg(self) -> tuple[float, float] | None:
+        """(RA, Dec) deg of the best pixel's centre, None when no llh is finite."""
+        try:
+            nside, pixel, _ = self.best()
+        except SkyScanError:
+            return None
+        import healpy as hp
+
+        theta, phi = hp.pix2ang(nside, pixel)
+        return float(np.degrees(phi)), float(90.0 - np.degrees(theta))
+
     def _metadata(self, nside: int) -> dict[str, Any]:
         meta = self.event
         if None in (meta.run_id, meta.event_id, meta.mjd, meta.is_real_event):

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import __version__
 from .checkpoint import ResultLog
+from .console import describe_best, remaining_items
 from .coords import equatorial_to_local
 from .engine import ScanEngine, WorkItems
 from .errors import MessageError, SkyScanError
@@ -172,7 +173,7 @@ class ScanRunner:
         self._report_progress()
         LOGGER.info("scan %s done in %.1f s: best %s; %d duplicates, %d unknown, %d bad, %d foreign, "
                     "%d re-sent batches, %d failed fits", spec.scan_id, self.clock() - self._t_start,
-                    self.engine.best(), self.engine.counts.duplicates, self.engine.counts.unknown,
+                    describe_best(self.engine.best()), self.engine.counts.duplicates, self.engine.counts.unknown,
                     self.stats.bad_messages, self.stats.foreign_messages, self.stats.resent_batches,
                     self.engine.counts.failed_items)
         return self.result()
@@ -273,7 +274,7 @@ class ScanRunner:
         new_items = self.engine.counts.accepted - self._items_at_start
         rate = new_items / elapsed
         progress = self.engine.progress()
-        remaining = sum(max(0, int(p["items_expected"]) - int(p["items_received"])) for p in progress)
+        remaining = remaining_items(progress, self.spec.steps, self.spec.n_posvar)  # the whole scan's
         best = self.engine.best()
         return {
             "scan_id": self.spec.scan_id,

@@ -8,11 +8,13 @@ clients started with the client-startup JSON this command writes.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError, SkyScanError
@@ -76,9 +78,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    made: list[Path] = []  # directories this run created: removed again if it fails while they are empty
     try:
-        return _run(args)
+        return _run(args, made)
     except SkyScanError as e:
+        from ..console import remove_empty_dirs
+
+        remove_empty_dirs(made)
         print(f"skymap_scanner.server: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -87,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, made: list[Path]) -> int:
     from ..config import read_env_config, setup_logging
+    from ..console import ProgressView, check_event, final_line, prepare_dirs
     from ..events import load_event, native
     from ..scan import ScanRunner, ScanSpec, write_manifest
     from ..transport import Transport
@@ -96,6 +103,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = read_env_config()
     setup_logging(cfg)
     event = load_event(args.event_file)
+    for warning in check_event(event):
+        LOGGER.warning(warning)
     spec = ScanSpec(
         event, args.reco_algo, dict(args.reco_option), " ".join(args.nsides),
         args.predictive_scanning_threshold, max_attempts=cfg.SKYSCAN_MAX_ATTEMPTS,
@@ -104,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS,
         cache_dir=args.cache_dir,
     )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    made += prepare_dirs(("--output-dir", args.output_dir), ("--cache-dir", args.cache_dir))
     LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
                 len(event.pulses), event.pulses.n_doms, event.pulses.qtot_pe)
     transport: Transport
@@ -125,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         transport = EmbeddedTransport(native.to_dict(event), spec.reco_name, spec.reco_options, args.local_workers)
         LOGGER.info("mode: embedded, %d local worker processes (no SKYSCAN_BROKER_ADDRESS set)", args.local_workers)
 
-    reporter = _Reporter(cfg, spec, args.output_dir)
+    reporter = _Reporter(cfg, spec, args.output_dir, ProgressView())
     runner = ScanRunner(spec, transport, on_manifest=reporter.manifest, on_partial_result=reporter.partial)
     t0 = time.monotonic()
     try:
@@ -141,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
             LOGGER.error("could not write the partial result: %s", e2)
         raise
     finally:
+        reporter.view.close()
         runner.close()
         transport.close()
     npz = result.write_npz(args.output_dir)
@@ -150,31 +160,36 @@ def _run(args: argparse.Namespace) -> int:
     write_manifest(args.output_dir, manifest)
     LOGGER.info("result written: %s (and %s) after %.1f s", npz, js.name, time.monotonic() - t0)
     reporter.final(result, manifest)
+    summary = None
     if not args.no_products:
         try:
             from ..products import make_products
 
             paths = make_products(result, args.output_dir, result_path=npz)
             LOGGER.info("products written: %s", ", ".join(sorted(p.name for p in paths.values())))
+            summary = json.loads(paths["summary"].read_text())
         except Exception as e:  # a failure to plot never loses the result
             LOGGER.error("making the sky-map products failed (%s: %s); the result %s is intact",
                          type(e).__name__, e, npz)
+    LOGGER.info(final_line(summary, result.best_radec_deg(), args.output_dir))
     return 0
 
 
 class _Reporter:
     """Writes the manifest and partial results locally (and to SkyDriver when configured)."""
 
-    def __init__(self, cfg: object, spec: object, output_dir: Path) -> None:
+    def __init__(self, cfg: object, spec: object, output_dir: Path, view: Any) -> None:
         from ..skydriver import make_skydriver_reporter
 
         self.output_dir = output_dir
         self.skydriver = make_skydriver_reporter(cfg, spec)
+        self.view = view  # the progress bar on a terminal
 
     def manifest(self, manifest: dict) -> None:  # type: ignore[type-arg]
         from ..scan import write_manifest
 
         write_manifest(self.output_dir, manifest)
+        self.view.update(manifest)
         if self.skydriver:
             self.skydriver.send_manifest(manifest)
 
