@@ -34,6 +34,7 @@ from .events.model import Event
 from .leases import LeaseBook
 from .messages import WorkMessage, decode_result
 from .pixels import DEFAULT_PROGRESSION, NsideStep, parse_progression, pixel_radec, progression_str
+from .pointed import Pointing, online_fit_radec
 from .recos import make_reco
 from .results import EventMeta, ScanResult, scan_provenance
 from .transport import Transport
@@ -71,6 +72,7 @@ class ScanSpec:
     steps: tuple[NsideStep, ...] = ()
     scan_id: str = ""
     n_posvar: int = 0
+    pointing: Pointing | None = None  # a pointed scan: the first nside only on a disc (see pointed.py)
 
     def __post_init__(self) -> None:
         self.steps = parse_progression(self.nsides) if isinstance(self.nsides, str) else tuple(self.nsides)
@@ -79,6 +81,8 @@ class ScanSpec:
         if not self.scan_id:
             self.scan_id = make_scan_id(self.event, self.reco_name, self.reco_options, self.steps,
                                         self.predictive_threshold)
+            if self.pointing is not None:  # a different scan: never resume one from the other
+                self.scan_id += "-p" + hashlib.sha256(repr(self.pointing).encode()).hexdigest()[:6]
 
 
 @dataclass
@@ -101,7 +105,8 @@ class ScanRunner:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.transport = transport
-        self.engine = ScanEngine(spec.steps, spec.n_posvar, spec.predictive_threshold, spec.max_attempts)
+        self.engine = ScanEngine(spec.steps, spec.n_posvar, spec.predictive_threshold, spec.max_attempts,
+                                 None if spec.pointing is None else spec.pointing.first_pixels(spec.steps[0].nside))
         self.leases = LeaseBook(spec.lease_min_s, clock)
         self.stats = ScanStats()
         self.clock = clock
@@ -315,7 +320,8 @@ class ScanRunner:
         ev = self.spec.event
         meta = EventMeta(ev.run_id, ev.event_id, ev.event_type, ev.mjd, ev.is_real_event)
         prov = scan_provenance(self.spec.reco_name, dict(self.spec.reco_options), progression_str(self.spec.steps),
-                               ev.name, scan_id=self.spec.scan_id)
+                               ev.name, scan_id=self.spec.scan_id, online_fits=online_fit_radec(ev),
+                               pointing=None if self.spec.pointing is None else self.spec.pointing.to_dict())
         return ScanResult(meta, self.engine.results(), self.engine.completeness(), prov)
 
 

@@ -150,24 +150,37 @@ def _plots(
     from skymap_scanner.products import plots
 
     levels = LEVEL_FAMILIES[contours]
-    extra = ", ".join(
-        x for x in (f"reco {reco}" if reco else "", "nsides " + "/".join(map(str, scan.nsides))) if x
-    )
-    kw: dict[str, Any] = {
-        "event_label": scan.event.label(),
-        "time_utc": _short_time(mjd_to_iso(scan.event.mjd)),
-        "extra": extra,
-    }
+    decor = plot_decor(scan, mres, reco)
     out: dict[str, Path] = {}
-    full = plots.fullsky_figure(mres, fit, levels, regions, **kw)
+    full = plots.fullsky_figure(scan, mres, fit, levels, regions, decor)
     out["fullsky_png"], out["fullsky_pdf"] = plots.save_figure(
         full, output_dir / FILENAMES["fullsky_png"], output_dir / FILENAMES["fullsky_pdf"]
     )
-    zoom = plots.zoom_figure(mres, fit, levels, regions, **kw)
+    zoom = plots.zoom_figure(scan, mres, fit, levels, regions, decor)
     out["zoom_png"], out["zoom_pdf"] = plots.save_figure(
         zoom, output_dir / FILENAMES["zoom_png"], output_dir / FILENAMES["zoom_pdf"]
     )
     return out
+
+
+def plot_decor(scan: Scan, mres: MultiResMap, reco: str | None) -> Any:
+    """The plots' title, online fits, INCOMPLETE banner and pointing, from the scan and its provenance."""
+    from skymap_scanner.products.plots import Decor
+
+    extra = ", ".join(
+        x for x in (f"reco {reco}" if reco else "", "nsides " + "/".join(map(str, scan.nsides))) if x
+    )
+    pointing = scan.provenance.get("pointing")
+    if pointing:
+        extra += f"; pointed: {pointing.get('radius_deg')}° around {pointing.get('name')}"
+    online = {str(k): (float(v[0]), float(v[1])) for k, v in (scan.provenance.get("online_fits") or {}).items()}
+    incomplete = None
+    if scan.complete is False:
+        first = scan.maps[0]
+        pct = 100.0 * first.index.size / (12 * first.nside**2)
+        incomplete = (f"INCOMPLETE - {pct:.0f}% of nside-{first.nside} pixels" if pct < 100.0
+                      else "INCOMPLETE - refinement unfinished")
+    return Decor(scan.event.label(), _short_time(mjd_to_iso(scan.event.mjd)), extra, online, incomplete, pointing)
 
 
 def _short_time(iso: str | None) -> str | None:

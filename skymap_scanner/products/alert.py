@@ -96,11 +96,13 @@ def circular(summary: Mapping[str, Any]) -> str:
     date, _, clock = t.partition("T")
     clock = clock[:11]  # hh:mm:ss.ss
     name = event_name(ev.get("time_utc"))
-    reco = summary["provenance"].get("reco") or "an unrecorded reconstruction"
+    reco = summary["provenance"].get("reco")
+    reco_text = f"the {reco} reconstruction" if reco else "a reconstruction the result does not record"
     stream = ev.get("event_type") or "?"
     lines = [
-        f"*** {DRAFT_NOTE}. Check the event letter (A = first alert of the day), the stream, the",
-        "*** signalness and energy (not known to the scanner) and the wording. ***",
+        f"*** {DRAFT_NOTE}.",
+        "*** Check the event letter (A = first alert of the day), the stream, the signalness and",
+        "*** energy (not known to the scanner) and the wording. ***",
         "",
         "TITLE:   GCN CIRCULAR",
         f"SUBJECT: {name} - IceCube observation of a high-energy neutrino candidate track-like event",
@@ -109,7 +111,7 @@ def circular(summary: Mapping[str, Any]) -> str:
         "",
         f"On {date} at {clock} UT IceCube detected a track-like event (run {ev.get('run_id')}, "
         f"event {ev.get('event_id')}, stream {stream}).",
-        f"A likelihood scan over the sky with the {reco} reconstruction gives the direction:",
+        f"A likelihood scan over the sky with {reco_text} gives the direction:",
         "",
         f"Date: {date}",
         f"Time: {clock} UT",

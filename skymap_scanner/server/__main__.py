@@ -72,6 +72,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--client-startup-json", type=Path, default=None,
                    help="broker mode: where to write the JSON clients start from")
     p.add_argument("--no-products", action="store_true", help="write only the result files, no sky-map products")
+    p.add_argument("--pointed-at", metavar="NAME", default=None,
+                   help="pointed scan: the first nside only on a disc around this online fit of the event "
+                        "(e.g. SplineMPE, MPEFit)")
+    p.add_argument("--pointed-radius-deg", type=float, default=3.5, metavar="R",
+                   help="radius of the pointed scan's disc in deg (default 3.5)")
     p.add_argument("--version", action="version", version=f"skymap_scanner {__version__}")
     return p
 
@@ -105,13 +110,20 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
     event = load_event(args.event_file)
     for warning in check_event(event):
         LOGGER.warning(warning)
+    pointing = None
+    if args.pointed_at is not None:
+        from ..pointed import resolve_pointing
+
+        pointing = resolve_pointing(event, args.pointed_at, args.pointed_radius_deg)
+        LOGGER.info("pointed scan: the first nside on a %.2f deg disc around %s (RA %.2f deg, Dec %+.2f deg)",
+                    pointing.radius_deg, pointing.name, pointing.ra_deg, pointing.dec_deg)
     spec = ScanSpec(
         event, args.reco_algo, dict(args.reco_option), " ".join(args.nsides),
         args.predictive_scanning_threshold, max_attempts=cfg.SKYSCAN_MAX_ATTEMPTS,
         batch_size=cfg.SKYSCAN_BATCH_SIZE, lease_min_s=cfg.SKYSCAN_LEASE_MIN_SEC,
         progress_interval_s=cfg.SKYSCAN_PROGRESS_INTERVAL_SEC, result_interval_s=cfg.SKYSCAN_RESULT_INTERVAL_SEC,
         timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir, pointing=pointing,
     )
     made += prepare_dirs(("--output-dir", args.output_dir), ("--cache-dir", args.cache_dir))
     LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
@@ -168,6 +180,10 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
             paths = make_products(result, args.output_dir, result_path=npz)
             LOGGER.info("products written: %s", ", ".join(sorted(p.name for p in paths.values())))
             summary = json.loads(paths["summary"].read_text())
+            if (summary.get("pointed") or {}).get("region_touches_edge"):
+                LOGGER.warning("the 90%% region reaches the edge of the pointed disc (%.2f deg around %s): "
+                               "it may be larger; scan a larger disc or the full sky", args.pointed_radius_deg,
+                               args.pointed_at)
         except Exception as e:  # a failure to plot never loses the result
             LOGGER.error("making the sky-map products failed (%s: %s); the result %s is intact",
                          type(e).__name__, e, npz)
