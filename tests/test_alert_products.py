@@ -103,3 +103,44 @@ def test_event_name_from_the_date() -> None:
     assert event_name("2022-05-24T07:41:32.185352") == "IceCube-220524A"
     assert event_name("2019-01-01T00:00:00", letter="B") == "IceCube-190101B"
     assert event_name(None).startswith("IceCube-??")
+
+
+def test_products_of_a_partial_result_say_so(tmp_path: Path) -> None:
+    ra, dec = snap_to_pixel(150.3, 12.0, 512)
+    arrays = gaussian_scan(Gaussian(ra, dec, sx=0.3))
+    idx, llh = arrays[8]
+    arrays[8] = (idx[:500], llh[:500])  # as after Ctrl-C
+    npz = write_result_npz(tmp_path / "scan.partial.npz", arrays, header={**HEADER, "complete": False})
+    out = make_products(npz, tmp_path / "out", plots=False)
+    s = json.loads(out["summary"].read_text())
+    assert s["scan_complete"] is False and s["fraction_of_sky_scanned"] < 0.7
+    assert "INCOMPLETE" in out["circular"].read_text()
+    assert json.loads(out["gcn_notice"].read_text())["scan_complete"] is False
+    with fits.open(out["moc_fits"]) as hdul:
+        assert hdul[1].header["COMPLETE"] is False
+        assert "INCOMPLETE" in " ".join(str(c) for c in hdul[1].header["COMMENT"])
+
+
+def test_products_command_takes_provenance_from_the_result(tmp_path: Path) -> None:
+    import numpy as np
+
+    from skymap_scanner.collector import RESULT_DTYPE
+    from skymap_scanner.results import EventMeta, ScanResult, scan_provenance
+    from skymap_scanner.utils import products as cli
+
+    ra, dec = snap_to_pixel(150.3, 12.0, 512)
+    maps = {}
+    for nside, (idx, llh) in gaussian_scan(Gaussian(ra, dec, sx=0.3)).items():
+        a = np.zeros(idx.size, dtype=RESULT_DTYPE)
+        a["index"], a["llh"] = idx, llh
+        maps[nside] = a
+    prov = scan_provenance("pandel_mpe", {"n_posvar": "3"}, "8:0 64:12 512:24", "run00138632.evt000031747601.GOLD",
+                           online_fits={"SplineMPE": [150.5, 12.1]})
+    result = ScanResult(EventMeta(**HEADER), maps, dict.fromkeys(maps, True), prov)
+    npz = result.write_npz(tmp_path)
+    assert cli.main([str(npz), "-o", str(tmp_path / "out"), "--no-plots"]) == 0
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["provenance"]["reco"] == "pandel_mpe" and s["provenance"]["reco_options"] == {"n_posvar": "3"}
+    assert s["provenance"]["nside_progression"] == "8:0 64:12 512:24"
+    assert s["provenance"]["scanned_with_version"] and s["event"]["event_id"] == 31747601
+    assert "pandel_mpe" in (tmp_path / "out" / "circular.txt").read_text()
