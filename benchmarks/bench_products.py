@@ -84,10 +84,10 @@ def main() -> None:
         pfits.write_hdul(pfits.llh_hdul(m, meta), Path(tmp) / "l.fits")
         stage("llh FITS (nside 512)", t)
         t = time.perf_counter()
-        plots.save_figure(plots.fullsky_figure(m, fit, LEVEL_SETS, regions), Path(tmp) / "f.png", Path(tmp) / "f.pdf")
+        plots.save_figure(plots.fullsky_figure(scan, m, fit, LEVEL_SETS, regions), Path(tmp) / "f.png", Path(tmp) / "f.pdf")
         stage("full-sky plot (png+pdf)", t)
         t = time.perf_counter()
-        plots.save_figure(plots.zoom_figure(m, fit, LEVEL_SETS, regions), Path(tmp) / "z.png", Path(tmp) / "z.pdf")
+        plots.save_figure(plots.zoom_figure(scan, m, fit, LEVEL_SETS, regions), Path(tmp) / "z.png", Path(tmp) / "z.pdf")
         stage("zoom plot (png+pdf)", t)
         for name, sec in stages.items():
             print(f"  {name}: {sec:.3f} s")
