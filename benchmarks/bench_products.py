@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +36,8 @@ def main() -> None:
         read_scan,
     )
     from skymap_scanner.products import fits as pfits
-    from skymap_scanner.products.synthetic import Gaussian, gaussian_scan, snap_to_pixel, write_result_npz
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # test support: synthetic scans
+    from synthetic import Gaussian, gaussian_scan, snap_to_pixel, write_result_npz
 
     print(f"imports: {time.perf_counter() - t0:.2f} s")
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,10 +84,10 @@ def main() -> None:
         pfits.write_hdul(pfits.llh_hdul(m, meta), Path(tmp) / "l.fits")
         stage("llh FITS (nside 512)", t)
         t = time.perf_counter()
-        plots.save_figure(plots.fullsky_figure(m, fit, LEVEL_SETS, regions), Path(tmp) / "f.png", Path(tmp) / "f.pdf")
+        plots.save_figure(plots.fullsky_figure(scan, m, fit, LEVEL_SETS, regions), Path(tmp) / "f.png", Path(tmp) / "f.pdf")
         stage("full-sky plot (png+pdf)", t)
         t = time.perf_counter()
-        plots.save_figure(plots.zoom_figure(m, fit, LEVEL_SETS, regions), Path(tmp) / "z.png", Path(tmp) / "z.pdf")
+        plots.save_figure(plots.zoom_figure(scan, m, fit, LEVEL_SETS, regions), Path(tmp) / "z.png", Path(tmp) / "z.pdf")
         stage("zoom plot (png+pdf)", t)
         for name, sec in stages.items():
             print(f"  {name}: {sec:.3f} s")

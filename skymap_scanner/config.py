@@ -84,13 +84,22 @@ def setup_logging(cfg: EnvConfig) -> None:
     """Log set-up via wipac-dev-tools: first-party at SKYSCAN_LOG, the rest quieter."""
     from wipac_dev_tools import logging_tools
 
-    logging_tools.set_level(
-        cfg.SKYSCAN_LOG.upper(),  # type: ignore[arg-type]
-        first_party_loggers="skymap_scanner",
-        third_party_level=cfg.SKYSCAN_LOG_THIRD_PARTY.upper(),  # type: ignore[arg-type]
-        future_third_parties=["pika", "mqclient", "nats", "pulsar", "urllib3", "matplotlib", "healpy"],
-        use_coloredlogs=False,
-    )
+    def drop_setup_lines(record: logging.LogRecord) -> bool:
+        # set_level logs one INFO line per logger it configures (14 here): noise for a person
+        return not str(record.msg).endswith(")") or " Logger: '" not in str(record.msg)
+
+    root = logging.getLogger()
+    root.addFilter(drop_setup_lines)
+    try:
+        logging_tools.set_level(
+            cfg.SKYSCAN_LOG.upper(),  # type: ignore[arg-type]
+            first_party_loggers="skymap_scanner",
+            third_party_level=cfg.SKYSCAN_LOG_THIRD_PARTY.upper(),  # type: ignore[arg-type]
+            future_third_parties=["pika", "mqclient", "nats", "pulsar", "urllib3", "matplotlib", "healpy"],
+            formatter=logging_tools.WIPACDevToolsFormatter(include_line_location=False),
+        )
+    finally:
+        root.removeFilter(drop_setup_lines)
     if cfg.SKYSCAN_LOG_THIRD_PARTY.upper() != "DEBUG":
         # pika logs every lost or refused connection as ERROR with a traceback; the transport logs
         # one WARNING line per reconnect attempt with the reason instead

@@ -82,14 +82,19 @@ class ScanEngine:
         n_posvar: int,
         predictive_threshold: float = 1.0,
         max_attempts: int = 3,
+        first_pixels: npt.ArrayLike | None = None,
     ) -> None:
+        """``first_pixels``: scan only these pixels of the first nside (a pointed scan), not the full sky."""
         if not 0.1 <= predictive_threshold <= 1.0:
             raise ValueError("predictive_threshold must be within 0.1 .. 1.0")
         self.steps = tuple(steps)
         self.n_posvar = n_posvar
         self.threshold = predictive_threshold
         self.max_attempts = max_attempts
-        self.stores = [NsideStore(s.nside, n_posvar, full_sky=(i == 0)) for i, s in enumerate(self.steps)]
+        self.stores = [NsideStore(s.nside, n_posvar, full_sky=(i == 0 and first_pixels is None))
+                       for i, s in enumerate(self.steps)]
+        if first_pixels is not None:
+            self.stores[0].add_expected(first_pixels)
         self._level_of = {s.nside: i for i, s in enumerate(self.steps)}
         self._centre: list[Best | None] = [None] * len(self.steps)
         self._queue: deque[_Pending] = deque([_Pending(0, self.stores[0].expected_pixels())])

@@ -107,3 +107,12 @@ def parent_pixels(fine_nside: int, pixels: npt.ArrayLike, coarse_nside: int) -> 
     ratio2 = (fine_nside // coarse_nside) ** 2
     nest = hp.ring2nest(fine_nside, np.asarray(pixels, dtype=np.int64)).astype(np.int64)
     return np.asarray(hp.nest2ring(coarse_nside, nest // ratio2), dtype=np.int64)
+
+
+def disc_pixels(nside: int, centre_ra: float, centre_dec: float, radius: float) -> IntArray:
+    """RING pixels of ``nside`` whose centres lie within ``radius`` (rad) of (ra, dec) rad, plus the
+    pixel holding the centre itself (so the disc is never empty). Sorted, unique."""
+    vec = hp.ang2vec(np.pi / 2 - centre_dec, centre_ra)
+    inside = hp.query_disc(nside, vec, radius, inclusive=False)
+    own = hp.ang2pix(nside, np.pi / 2 - centre_dec, centre_ra)
+    return np.union1d(np.asarray(inside, dtype=np.int64), [own]).astype(np.int64)

@@ -25,6 +25,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_write_text
 from .checkpoint import ResultLog
+from .console import describe_best, remaining_items
 from .coords import equatorial_to_local
 from .engine import ScanEngine, WorkItems
 from .errors import MessageError, SkyScanError
@@ -33,9 +34,10 @@ from .events.model import Event
 from .intake import ForeignMessage, accept_result
 from .messages import WorkMessage
 from .pixels import DEFAULT_PROGRESSION, NsideStep, parse_progression, pixel_radec, progression_str
+from .pointed import Pointing, online_fit_radec
 from .protocol import Effects, ScanProtocol
 from .recos import make_reco
-from .results import EventMeta, ScanResult
+from .results import EventMeta, ScanResult, scan_provenance
 from .transport import Transport
 
 LOGGER = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class ScanSpec:
     steps: tuple[NsideStep, ...] = ()
     scan_id: str = ""
     n_posvar: int = 0
+    pointing: Pointing | None = None  # a pointed scan: the first nside only on a disc (see pointed.py)
 
     def __post_init__(self) -> None:
         self.steps = parse_progression(self.nsides) if isinstance(self.nsides, str) else tuple(self.nsides)
@@ -78,6 +81,8 @@ class ScanSpec:
         if not self.scan_id:
             self.scan_id = make_scan_id(self.event, self.reco_name, self.reco_options, self.steps,
                                         self.predictive_threshold)
+            if self.pointing is not None:  # a different scan: never resume one from the other
+                self.scan_id += "-p" + hashlib.sha256(repr(self.pointing).encode()).hexdigest()[:6]
 
 
 class ScanRunner:
@@ -89,7 +94,8 @@ class ScanRunner:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.transport = transport
-        self.engine = ScanEngine(spec.steps, spec.n_posvar, spec.predictive_threshold, spec.max_attempts)
+        self.engine = ScanEngine(spec.steps, spec.n_posvar, spec.predictive_threshold, spec.max_attempts,
+                                 None if spec.pointing is None else spec.pointing.first_pixels(spec.steps[0].nside))
         # batch ids start at a random point: replies to a crashed run of the same scan (same queues)
         # must not match this run's leases, or they would close leases of batches still being fitted
         self.protocol = ScanProtocol(self.engine, spec.lease_min_s, clock, secrets.randbelow(2**52), spec.batch_size)
@@ -156,7 +162,7 @@ class ScanRunner:
         self._report_progress()
         LOGGER.info("scan %s done in %.1f s: best %s; %d duplicates, %d unknown, %d bad, %d foreign, "
                     "%d re-sent batches, %d failed fits", spec.scan_id, self.clock() - self._t_start,
-                    self.engine.best(), self.engine.counts.duplicates, self.engine.counts.unknown,
+                    describe_best(self.engine.best()), self.engine.counts.duplicates, self.engine.counts.unknown,
                     self.stats.bad_messages, self.stats.foreign_messages, self.stats.resent_batches,
                     self.engine.counts.failed_items)
         return self.result()
@@ -219,7 +225,7 @@ class ScanRunner:
         new_items = self.engine.counts.accepted - self._items_at_start
         rate = new_items / elapsed
         progress = self.engine.progress()
-        remaining = sum(max(0, int(p["items_expected"]) - int(p["items_received"])) for p in progress)
+        remaining = remaining_items(progress, self.spec.steps, self.spec.n_posvar)  # the whole scan's
         best = self.engine.best()
         return {
             "scan_id": self.spec.scan_id,
@@ -259,7 +265,10 @@ class ScanRunner:
     def result(self) -> ScanResult:
         ev = self.spec.event
         meta = EventMeta(ev.run_id, ev.event_id, ev.event_type, ev.mjd, ev.is_real_event)
-        return ScanResult(meta, self.engine.results(), self.engine.completeness())
+        prov = scan_provenance(self.spec.reco_name, dict(self.spec.reco_options), progression_str(self.spec.steps),
+                               ev.name, scan_id=self.spec.scan_id, online_fits=online_fit_radec(ev),
+                               pointing=None if self.spec.pointing is None else self.spec.pointing.to_dict())
+        return ScanResult(meta, self.engine.results(), self.engine.completeness(), prov)
 
 
 def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> Path:

@@ -10,14 +10,15 @@ import pytest
 from astropy.io import fits
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic import Gaussian, gaussian_scan, snap_to_pixel
 
 from skymap_scanner.errors import SkyScanError
 from skymap_scanner.products import LEVEL_SETS, best_fit, build_multires, make_region, scan_from_arrays
 from skymap_scanner.products import fits as pfits
+from skymap_scanner.products.llh_maps import mirror_dec
 from skymap_scanner.products.multires import SR_TO_DEG2
 from skymap_scanner.products.regions import LEVEL_FAMILIES, region_area_deg2, wilks_level
-from skymap_scanner.products.scan import EventInfo, mirror_dec
-from skymap_scanner.products.synthetic import Gaussian, gaussian_scan, snap_to_pixel
+from skymap_scanner.results import EventMeta
 
 WILKS_90 = LEVEL_FAMILIES["wilks"][1]
 
@@ -189,7 +190,7 @@ def _moc_case() -> tuple[object, object, object]:
     g, scan = make_case(ra=0.1, dec=-5.0, sx=1.3)
     m = build_multires(scan)  # type: ignore[arg-type]
     fit = best_fit(scan)  # type: ignore[arg-type]
-    meta = pfits.Meta(EventInfo(136662, 35405932, "BRONZE", 59723.3205114, True), fit, "dummy", (8, 64, 512))
+    meta = pfits.Meta(EventMeta(136662, 35405932, "BRONZE", 59723.3205114, True), fit, "dummy", (8, 64, 512))
     return m, fit, meta
 
 

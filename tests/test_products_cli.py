@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.time import Time
+from synthetic import Gaussian, gaussian_scan, snap_to_pixel, write_result_npz
 
 from skymap_scanner.errors import SkyScanError
 from skymap_scanner.products import make_products
-from skymap_scanner.products.synthetic import Gaussian, gaussian_scan, snap_to_pixel, write_result_npz
 from skymap_scanner.utils import products as cli
 
 BRONZE = Path(__file__).parent / "data" / "scans" / "run00136662-evt000035405932-BRONZE-8_64_512.npz"
@@ -32,7 +32,8 @@ def result(tmp_path: Path) -> tuple[Path, Gaussian]:
 def test_make_products_writes_every_product_and_a_gcn_like_summary(result: tuple[Path, Gaussian], tmp_path: Path) -> None:
     path, g = result
     out = make_products(path, tmp_path / "out", reco="dummy", nsides="8:0 64:12 512:24")
-    assert set(out) == {"summary", "moc_fits", "llh_fits", "fullsky_png", "fullsky_pdf", "zoom_png", "zoom_pdf"}
+    assert set(out) == {"summary", "moc_fits", "llh_fits", "fullsky_png", "fullsky_pdf", "zoom_png", "zoom_pdf",
+                        "gcn_notice", "circular"}
     for p in out.values():
         assert p.parent == tmp_path / "out" and p.stat().st_size > 0
     assert out["fullsky_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

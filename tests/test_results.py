@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from skymap_scanner.collector import RESULT_DTYPE
-from skymap_scanner.results import EventMeta, ScanResult, load_result
+from skymap_scanner.results import EventMeta, ScanResult, load_result, scan_provenance
+
+PROVENANCE = scan_provenance("pandel_mpe", {"n_posvar": "3"}, "8:0 64:12", "run00136662.evt000035405932.BRONZE",
+                             scan_id="136662-35405932-abc")
 
 
 def make_result() -> ScanResult:
@@ -24,7 +27,7 @@ def make_result() -> ScanResult:
         maps[nside] = arr
     maps[64]["llh"][17] = 1.5  # the planted best
     maps[8]["llh"][3] = np.nan  # a failed pixel
-    return ScanResult(EventMeta(136662, 35405932, "BRONZE", 59723.3205, True), maps, {8: True, 64: False})
+    return ScanResult(EventMeta(136662, 35405932, "BRONZE", 59723.3205, True), maps, {8: True, 64: False}, PROVENANCE)
 
 
 def test_name_and_best() -> None:
@@ -46,6 +49,7 @@ def test_skyreader_reads_npz_and_json(tmp_path: Path) -> None:
         arr = loaded.result["nside-64"]
         assert np.all(np.diff(arr["index"]) > 0)  # sorted by index
         assert arr.dtype.metadata["nside"] == 64 and not bool(arr.dtype.metadata["complete"])
+        assert json.loads(arr.dtype.metadata["provenance"]) == PROVENANCE  # skyreader carries it along
     a = skyreader.SkyScanResult.read_npz(npz)
     b = skyreader.SkyScanResult.read_json(js)
     assert a.is_close(b, equal_nan=True)
@@ -56,6 +60,10 @@ def test_load_result_round_trip(tmp_path: Path) -> None:
     r = make_result()
     back = load_result(r.write_npz(tmp_path))
     assert back.meta == r.meta and back.complete == {8: True, 64: False}
+    assert back.provenance == PROVENANCE
+    assert back.provenance["reco"] == "pandel_mpe" and back.provenance["reco_options"] == {"n_posvar": "3"}
+    assert back.provenance["nside_progression"] == "8:0 64:12" and back.provenance["scanner_version"]
+    assert back.provenance["event"] == "run00136662.evt000035405932.BRONZE"
     for n in r.maps:
         a = np.sort(r.maps[n], order="index")
         for f in a.dtype.names or ():
@@ -96,3 +104,39 @@ def test_load_result_checks_and_legacy(tmp_path: Path) -> None:
     np.savez(tmp_path / "obj.npz", **{"nside-8": np.array([{"a": 1}], dtype=object)})
     with pytest.raises(SkyScanError, match="cannot read"):
         load_result(tmp_path / "obj.npz")
+
+
+def test_partial_results_have_their_own_name(tmp_path: Path) -> None:
+    r = make_result()
+    partial = r.write_npz(tmp_path, partial=True)
+    assert partial.name == "run00136662.evt000035405932.BRONZE_8_64.partial.npz"
+    assert r.write_json(tmp_path, partial=True).name == "run00136662.evt000035405932.BRONZE_8_64.partial.json"
+    final = r.write_npz(tmp_path)
+    assert final != partial and not final.name.endswith(".partial.npz")
+    assert load_result(partial).complete == {8: True, 64: False}
+
+
+def test_a_header_without_provenance_still_reads(tmp_path: Path) -> None:
+    """Files written before the provenance column (the header of issue 2) read as before."""
+    skyreader = pytest.importorskip("skyreader", reason="icecube-skyreader is a test dependency: pip install -e '.[test]'")
+    arr = np.zeros(2, dtype=RESULT_DTYPE)
+    arr["index"], arr["llh"] = [3, 7], [2.0, 1.0]
+    cols = [("nside", "<i8"), ("complete", "?"), ("run_id", "<i8"), ("event_id", "<i8"), ("event_type", "<U6"),
+            ("mjd", "<f8"), ("is_real_event", "?"), ("version", "<i8")]
+    header = np.array([(8, True, 136662, 2, "BRONZE", 59000.5, True, 1)], dtype=cols)
+    np.savez(tmp_path / "old.npz", header=header, **{"nside-8": arr})
+    r = load_result(tmp_path / "old.npz")
+    assert r.provenance == {} and r.meta == EventMeta(136662, 2, "BRONZE", 59000.5, True)
+    assert skyreader.SkyScanResult.read_npz(tmp_path / "old.npz").best_fit["index"] == 7
+
+
+def test_bad_provenance_is_a_one_line_error(tmp_path: Path) -> None:
+    from skymap_scanner.errors import SkyScanError
+
+    arr = np.zeros(1, dtype=RESULT_DTYPE)
+    cols = [("nside", "<i8"), ("complete", "?"), ("run_id", "<i8"), ("event_id", "<i8"), ("event_type", "<U6"),
+            ("mjd", "<f8"), ("is_real_event", "?"), ("version", "<i8"), ("provenance", "<U8")]
+    np.savez(tmp_path / "p.npz", header=np.array([(8, True, 1, 2, "BRONZE", 59000.5, True, 1, "[1, 2]")], dtype=cols),
+             **{"nside-8": arr})
+    with pytest.raises(SkyScanError, match="provenance is not a JSON object"):
+        load_result(tmp_path / "p.npz")

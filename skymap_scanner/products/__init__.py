@@ -1,9 +1,11 @@
 """Sky-map products of a scan: best fit, error regions, probability map (FITS), plots, summary JSON.
 
-The server calls :func:`make_products` at the end of every scan; the command line is
+The server calls :func:`make_products` at the end of every scan with the result it holds in memory
+(the result file is written once, by the server); the command line is
 ``python -m skymap_scanner.utils.products RESULT.npz --output-dir OUT``. The pure pieces live in
-``scan`` (reading), ``multires`` (the multi-resolution map), ``regions`` (best fit, areas, errors),
-``fits``, ``plots`` and ``summary``.
+``llh_maps`` (the scan's llh maps, from memory or a file), ``multires`` (the multi-resolution map),
+``regions`` (best fit, areas, errors, the headline regions), ``fits``, ``plots``, ``summary`` and
+``alert`` (the gcn_notice.json and circular.txt drafts).
 """
 
 from __future__ import annotations
@@ -14,15 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from skymap_scanner.errors import ConfigError
+from skymap_scanner.products.llh_maps import Scan, read_scan, scan_from_arrays, scan_from_result, sha256_file
 from skymap_scanner.products.multires import MultiResMap, build_multires
-from skymap_scanner.products.regions import LEVEL_FAMILIES, LEVEL_SETS, BestFit, Region, best_fit, make_region
-from skymap_scanner.products.scan import EventInfo, Scan, read_scan, scan_from_arrays, sha256_file
+from skymap_scanner.products.regions import (
+    HEADLINE,
+    LEVEL_FAMILIES,
+    LEVEL_SETS,
+    BestFit,
+    Region,
+    best_fit,
+    headline_regions,
+    make_region,
+)
 from skymap_scanner.products.summary import build_summary, mjd_to_iso
+from skymap_scanner.results import EventMeta, ScanResult
 from skymap_scanner.utils.atomic import atomic_write_text
 
 __all__ = [
+    "HEADLINE",
     "BestFit",
-    "EventInfo",
+    "EventMeta",
     "LEVEL_SETS",
     "MultiResMap",
     "Region",
@@ -31,8 +44,10 @@ __all__ = [
     "build_multires",
     "make_products",
     "make_region",
+    "headline_regions",
     "read_scan",
     "scan_from_arrays",
+    "scan_from_result",
 ]
 
 #: Output file names (keys of the dict returned by make_products).
@@ -44,13 +59,16 @@ FILENAMES = {
     "fullsky_pdf": "skymap_fullsky.pdf",
     "zoom_png": "skymap_zoom.png",
     "zoom_pdf": "skymap_zoom.pdf",
+    "gcn_notice": "gcn_notice.json",
+    "circular": "circular.txt",
 }
 
 
 def make_products(
-    result_path: Path,
+    result: Path | ScanResult,
     output_dir: Path,
     *,
+    result_path: Path | None = None,
     reco: str | None = None,
     nsides: str | None = None,
     legacy_dec_sign: bool = False,
@@ -58,26 +76,34 @@ def make_products(
     contours: str = "both",
     plots: bool = True,
 ) -> dict[str, Path]:
-    """Read a result .npz and write every product into ``output_dir``; returns {product: path}.
+    """Write every product of a result into ``output_dir``; returns {product: path}.
 
-    ``nsides`` is the nside progression string recorded as provenance (e.g. ``"8:0 64:12 512:24"``;
-    default: the nsides found in the file). ``contours`` picks the level sets drawn on the plots
+    ``result`` is a result .npz to read, or the :class:`ScanResult` in memory (then ``result_path``
+    names the file it was written to, for the summary's provenance). ``reco`` and ``nsides`` default
+    to what the result's header records (the nside progression string, e.g. ``"8:0 64:12 512:24"``;
+    for old files, the nsides found). ``contours`` picks the level sets drawn on the plots
     (``wilks``, ``icecube`` or ``both``); the summary always has all four. The FITS files are written
-    first and ``summary.json`` is written even when plotting fails (the plotting error is re-raised).
+    first and ``summary.json`` (and the drafts) even when plotting fails (the error is re-raised).
     """
     from skymap_scanner.products import fits as pfits
 
     if contours not in LEVEL_FAMILIES:
         raise ConfigError(f"contours must be one of {sorted(LEVEL_FAMILIES)}, not {contours!r}")
-    result_path, output_dir = Path(result_path), Path(output_dir)
-    scan = read_scan(result_path, legacy_dec_sign=legacy_dec_sign, event_overrides=event_overrides)
+    output_dir = Path(output_dir)
+    if isinstance(result, ScanResult):
+        scan = scan_from_result(result, legacy_dec_sign=legacy_dec_sign, event_overrides=event_overrides)
+    else:
+        result_path = Path(result)
+        scan = read_scan(result_path, legacy_dec_sign=legacy_dec_sign, event_overrides=event_overrides)
+    reco = reco if reco is not None else scan.provenance.get("reco")
+    nsides = nsides if nsides is not None else scan.provenance.get("nside_progression")
     mres = build_multires(scan)
     fit = best_fit(scan)
     regions = [make_region(mres, ls, fit) for ls in LEVEL_SETS]
     output_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
 
-    meta = pfits.Meta(scan.event, fit, reco, scan.nsides)
+    meta = pfits.Meta(scan.event, fit, reco, scan.nsides, tuple(regions), scan.complete)
     out["moc_fits"] = pfits.write_hdul(pfits.moc_hdul(mres, meta), output_dir / FILENAMES["moc_fits"])
     # no checksum on the big single-resolution map: it doubles the time to write it
     out["llh_fits"] = pfits.write_hdul(
@@ -87,6 +113,9 @@ def make_products(
         if plots:
             out.update(_plots(scan, mres, fit, regions, contours, output_dir, reco))
     finally:
+        from skymap_scanner.products import alert
+
+        names = sorted([p.name for p in out.values()] + [FILENAMES["gcn_notice"], FILENAMES["circular"]])
         summary = build_summary(
             scan.event,
             fit,
@@ -94,13 +123,18 @@ def make_products(
             nsides=scan.nsides,
             nside_progression=nsides if nsides is not None else " ".join(map(str, scan.nsides)),
             reco=reco,
-            result_name=result_path.name,
-            result_sha256=sha256_file(result_path),
+            result_name=result_path.name if result_path is not None else None,
+            result_sha256=sha256_file(result_path) if result_path is not None else None,
             complete=scan.complete,
             legacy_dec_sign=scan.legacy_dec_sign,
-            products=sorted(p.name for p in out.values()),
+            products=names,
+            scan_provenance=scan.provenance,
+            fraction_scanned=mres.fraction_scanned,
         )
         out["summary"] = atomic_write_text(output_dir / FILENAMES["summary"], json.dumps(summary, indent=2) + "\n")
+        notice = alert.gcn_notice(summary, FILENAMES["moc_fits"])
+        out["gcn_notice"] = atomic_write_text(output_dir / FILENAMES["gcn_notice"], json.dumps(notice, indent=2) + "\n")
+        out["circular"] = atomic_write_text(output_dir / FILENAMES["circular"], alert.circular(summary))
     return out
 
 
@@ -116,24 +150,37 @@ def _plots(
     from skymap_scanner.products import plots
 
     levels = LEVEL_FAMILIES[contours]
-    extra = ", ".join(
-        x for x in (f"reco {reco}" if reco else "", "nsides " + "/".join(map(str, scan.nsides))) if x
-    )
-    kw: dict[str, Any] = {
-        "event_label": scan.event.label(),
-        "time_utc": _short_time(mjd_to_iso(scan.event.mjd)),
-        "extra": extra,
-    }
+    decor = plot_decor(scan, mres, reco)
     out: dict[str, Path] = {}
-    full = plots.fullsky_figure(mres, fit, levels, regions, **kw)
+    full = plots.fullsky_figure(scan, mres, fit, levels, regions, decor)
     out["fullsky_png"], out["fullsky_pdf"] = plots.save_figure(
         full, output_dir / FILENAMES["fullsky_png"], output_dir / FILENAMES["fullsky_pdf"]
     )
-    zoom = plots.zoom_figure(mres, fit, levels, regions, **kw)
+    zoom = plots.zoom_figure(scan, mres, fit, levels, regions, decor)
     out["zoom_png"], out["zoom_pdf"] = plots.save_figure(
         zoom, output_dir / FILENAMES["zoom_png"], output_dir / FILENAMES["zoom_pdf"]
     )
     return out
+
+
+def plot_decor(scan: Scan, mres: MultiResMap, reco: str | None) -> Any:
+    """The plots' title, online fits, INCOMPLETE banner and pointing, from the scan and its provenance."""
+    from skymap_scanner.products.plots import Decor
+
+    extra = ", ".join(
+        x for x in (f"reco {reco}" if reco else "", "nsides " + "/".join(map(str, scan.nsides))) if x
+    )
+    pointing = scan.provenance.get("pointing")
+    if pointing:
+        extra += f"; pointed: {pointing.get('radius_deg')}° around {pointing.get('name')}"
+    online = {str(k): (float(v[0]), float(v[1])) for k, v in (scan.provenance.get("online_fits") or {}).items()}
+    incomplete = None
+    if scan.complete is False:
+        first = scan.maps[0]
+        pct = 100.0 * first.index.size / (12 * first.nside**2)
+        incomplete = (f"INCOMPLETE - {pct:.0f}% of nside-{first.nside} pixels" if pct < 100.0
+                      else "INCOMPLETE - refinement unfinished")
+    return Decor(scan.event.label(), _short_time(mjd_to_iso(scan.event.mjd)), extra, online, incomplete, pointing)
 
 
 def _short_time(iso: str | None) -> str | None:

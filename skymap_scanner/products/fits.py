@@ -20,9 +20,9 @@ from astropy.io import fits
 
 from skymap_scanner import __version__
 from skymap_scanner.products.multires import MultiResMap
-from skymap_scanner.products.regions import BestFit
-from skymap_scanner.products.scan import EventInfo
+from skymap_scanner.products.regions import HEADLINE, BestFit, Region, headline_regions
 from skymap_scanner.products.summary import mjd_to_iso
+from skymap_scanner.results import EventMeta
 from skymap_scanner.utils.atomic import atomic_write
 
 
@@ -41,25 +41,71 @@ def probability_density(m: MultiResMap, llh_min: float | None = None) -> npt.NDA
 class Meta:
     """What goes into the FITS headers (None values are left out)."""
 
-    event: EventInfo
+    event: EventMeta
     fit: BestFit
     reco: str | None = None
     nsides: tuple[int, ...] = ()
+    regions: tuple[Region, ...] = ()
+    complete: bool | None = None
 
+    def headline(self) -> tuple[Region, Region] | None:
+        try:
+            return headline_regions(self.regions)
+        except KeyError:
+            return None
+
+
+def _err(which: int, axis: str, side: int) -> Callable[[Meta], Any]:
+    """Getter of one asymmetric error (deg, >= 0) of the headline region ``which`` (0: 50%, 1: 90%)."""
+
+    def get(x: Meta) -> Any:
+        h = x.headline()
+        if h is None:
+            return None
+        r = h[which]
+        return round((r.ra_err_deg if axis == "ra" else r.dec_err_deg)[side], 4)
+
+    return get
+
+
+def _area(which: int) -> Callable[[Meta], Any]:
+    def get(x: Meta) -> Any:
+        h = x.headline()
+        return None if h is None else round(h[which].area_deg2, 4)
+
+    return get
+
+
+# The cards follow-up tools read, named as icecube-skyreader writes them (errors are positive
+# extents around RA/DEC; keys longer than 8 characters are HIERARCH cards), then our own.
+GCN_CARDS: tuple[tuple[str, str, Callable[[Meta], Any]], ...] = (
+    ("RUNID", "IceCube run number", lambda x: x.event.run_id),
+    ("EVENTID", "IceCube event number", lambda x: x.event.event_id),
+    ("SENDER", "Origin", lambda x: "IceCube Collaboration (skymap_scanner draft)"),
+    ("DATE-OBS", "UTC date of the observation", lambda x: mjd_to_iso(x.event.mjd)),
+    ("MJD-OBS", "Modified Julian date of the observation (UTC)", lambda x: x.event.mjd),
+    ("EVENT-TYPE", "Event type / alert stream", lambda x: x.event.event_type),
+    ("RA", "[deg] Best-fit right ascension (J2000)", lambda x: x.fit.ra_deg),
+    ("DEC", "[deg] Best-fit declination (J2000)", lambda x: x.fit.dec_deg),
+    ("RA_ERR_PLUS_50", "[deg] 50% containment error high", _err(0, "ra", 1)),
+    ("RA_ERR_MINUS_50", "[deg] 50% containment error low", _err(0, "ra", 0)),
+    ("DEC_ERR_PLUS_50", "[deg] 50% containment error high", _err(0, "dec", 1)),
+    ("DEC_ERR_MINUS_50", "[deg] 50% containment error low", _err(0, "dec", 0)),
+    ("RA_ERR_PLUS_90", "[deg] 90% containment error high", _err(1, "ra", 1)),
+    ("RA_ERR_MINUS_90", "[deg] 90% containment error low", _err(1, "ra", 0)),
+    ("DEC_ERR_PLUS_90", "[deg] 90% containment error high", _err(1, "dec", 1)),
+    ("DEC_ERR_MINUS_90", "[deg] 90% containment error low", _err(1, "dec", 0)),
+    ("CONTOUR_AREA_50", "[deg2] 50% contour area", _area(0)),
+    ("CONTOUR_AREA_90", "[deg2] 90% contour area", _area(1)),
+)
 
 # One table drives the metadata keys of both FITS files: (FITS key, comment, getter).
-FITS_META: tuple[tuple[str, str, Callable[[Meta], Any]], ...] = (
+FITS_META: tuple[tuple[str, str, Callable[[Meta], Any]], ...] = GCN_CARDS + (
     ("OBJECT", "Unique identifier for this event",
      lambda x: None if x.event.run_id is None and x.event.event_id is None
      else f"IceCube-{x.event.run_id}-{x.event.event_id}"),
-    ("RUNID", "IceCube run number", lambda x: x.event.run_id),
-    ("EVENTID", "IceCube event number", lambda x: x.event.event_id),
-    ("EVTTYPE", "Alert stream / event type", lambda x: x.event.event_type),
     ("REALEVT", "Real (not simulated) event", lambda x: x.event.is_real_event),
-    ("DATE-OBS", "UTC date of the event", lambda x: mjd_to_iso(x.event.mjd)),
-    ("MJD-OBS", "Modified Julian date of the event (UTC)", lambda x: x.event.mjd),
-    ("RA", "[deg] Best-fit right ascension (J2000)", lambda x: x.fit.ra_deg),
-    ("DEC", "[deg] Best-fit declination (J2000)", lambda x: x.fit.dec_deg),
+    ("COMPLETE", "All nsides finished (F: partial)", lambda x: x.complete),
     ("LLHMIN", "Lowest negative log-likelihood of the scan", lambda x: x.fit.llh),
     ("RECO", "Reconstruction used for the scan", lambda x: x.reco),
     ("NSIDES", "Scanned nside progression", lambda x: " ".join(map(str, x.nsides)) or None),
@@ -74,7 +120,11 @@ def _add_meta(header: fits.Header, meta: Meta) -> None:
     for key, comment, get in FITS_META:
         value = get(meta)
         if value is not None:
-            header[key] = (value, comment)
+            header[f"HIERARCH {key}" if len(key) > 8 else key] = (value, comment)
+    if meta.headline() is not None:
+        header["COMMENT"] = "50% and 90% regions (RA/DEC_ERR_*, CONTOUR_AREA_*): " + HEADLINE.description
+    if meta.complete is False:
+        header["COMMENT"] = "INCOMPLETE scan: a partial result; regions may be cut by never-scanned sky"
 
 
 def moc_hdul(m: MultiResMap, meta: Meta) -> fits.HDUList:

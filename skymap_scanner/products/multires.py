@@ -17,7 +17,7 @@ import healpy as hp
 import numpy as np
 import numpy.typing as npt
 
-from skymap_scanner.products.scan import Scan
+from skymap_scanner.products.llh_maps import Scan
 
 SR_TO_DEG2 = (180.0 / np.pi) ** 2
 
@@ -55,6 +55,11 @@ class MultiResMap:
     @property
     def llh_min(self) -> float:
         return float(np.nanmin(self.llh))
+
+    @property
+    def fraction_scanned(self) -> float:
+        """Fraction of the sky's area with a finite llh (1.0 for a complete scan)."""
+        return float(np.sum(self.area_sr[np.isfinite(self.llh)]) / (4.0 * np.pi))
 
     def leaf_at(self, theta: npt.ArrayLike, phi: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Index of the leaf containing each direction (theta, phi in rad)."""

@@ -17,8 +17,8 @@ import healpy as hp
 import numpy as np
 import numpy.typing as npt
 
+from skymap_scanner.products.llh_maps import Scan
 from skymap_scanner.products.multires import SR_TO_DEG2, MultiResMap, children_at
-from skymap_scanner.products.scan import Scan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,30 @@ LEVEL_SETS: tuple[LevelSet, ...] = (
     LevelSet("icecube_90", 64.2, 0.9),  # IceCube realtime calibration (millipede track scans)
 )
 LEVEL_FAMILIES = {"wilks": LEVEL_SETS[:2], "icecube": LEVEL_SETS[2:], "both": LEVEL_SETS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Headline:
+    """Which level sets are THE 50% and 90% regions of every product a person reads first
+    (FITS cards, gcn_notice.json, circular.txt, the final log line), and what to say about them."""
+
+    r50: str
+    r90: str
+    description: str
+    systematic_included: bool
+
+
+#: The one place that chooses the headline regions. Until this project calibrates its own levels
+#: (the issue "Error regions that mean what they say"; then ``calibrated_50``/``calibrated_90``
+#: take over here), the best available are IceCube's realtime levels: Wilks under-covers badly
+#: for pandel_mpe (README, benchmarks/bench_pandel_accuracy.py).
+HEADLINE = Headline(
+    "icecube_50",
+    "icecube_90",
+    "2*Delta-llh <= 22.2 (50%) and 64.2 (90%): IceCube's realtime calibration for millipede scans, "
+    "not calibrated for this reco",
+    systematic_included=False,
+)
 
 #: Limit on pixels examined for one region's boundary; above it a coarser order is used.
 MAX_BOUNDARY_PIXELS = 1 << 21
@@ -70,6 +94,13 @@ class Region:
     ra_err_deg: tuple[float, float]
     dec_err_deg: tuple[float, float]
     contains_pole: bool
+    touches_unscanned: bool = False  # the region reaches sky that was never scanned: it may be larger
+
+
+def headline_regions(regions: list[Region] | tuple[Region, ...]) -> tuple[Region, Region]:
+    """The (50%, 90%) regions named by :data:`HEADLINE`."""
+    by_name = {r.name: r for r in regions}
+    return by_name[HEADLINE.r50], by_name[HEADLINE.r90]
 
 
 def theta_phi_to_radec_deg(
@@ -127,8 +158,9 @@ def _region_pixels(m: MultiResMap, inside: npt.NDArray[np.bool_], w: int) -> npt
 
 def boundary_points(
     m: MultiResMap, level: float, llh_min: float | None = None
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """(theta, phi) rad of the interpolated crossings of 2*Delta-llh = level on the region boundary."""
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], bool]:
+    """(theta, phi) rad of the interpolated crossings of 2*Delta-llh = level on the region boundary,
+    and whether any in-region pixel borders never-scanned sky."""
     llh_min = m.llh_min if llh_min is None else llh_min
     d2_leaf = delta2(m, llh_min)
     inside = d2_leaf <= level
@@ -141,13 +173,14 @@ def boundary_points(
     pix, d_in = pix[ok], d_in[ok]
     if pix.size == 0:
         empty = np.empty(0)
-        return empty, empty
+        return empty, empty, False
     nb = hp.get_all_neighbours(nside, pix, nest=True)  # (8, n), -1 where a neighbour is missing
     src = np.broadcast_to(np.arange(pix.size), nb.shape)
     valid = nb >= 0
     nb, src = nb[valid], src[valid]
     nth, nph = hp.pix2ang(nside, nb, nest=True)
     d_out = 2.0 * (m.sample(nth, nph) - llh_min)
+    touches = bool(np.isnan(d_out).any())
     cross = ~(d_out <= level)  # NaN (never scanned) counts as outside
     nb, src, d_out = nb[cross], src[cross], d_out[cross]
     d_src = d_in[src]
@@ -158,22 +191,23 @@ def boundary_points(
     v_out = np.array(hp.pix2vec(nside, nb, nest=True))
     v = (1.0 - t) * v_in + t * v_out
     bt, bp = hp.vec2ang(v.T)
-    return np.asarray(bt), np.asarray(bp)
+    return np.asarray(bt), np.asarray(bp), touches
 
 
 def region_extent(
     m: MultiResMap, level: float, ra0_deg: float, dec0_deg: float, llh_min: float | None = None
-) -> tuple[tuple[float, float], tuple[float, float], bool]:
-    """((RA-, RA+), (Dec-, Dec+), contains_pole) of the region around (ra0, dec0), all deg >= 0."""
+) -> tuple[tuple[float, float], tuple[float, float], bool, bool]:
+    """((RA-, RA+), (Dec-, Dec+), contains_pole, touches_unscanned) of the region around (ra0, dec0),
+    extents in deg >= 0."""
     llh_min = m.llh_min if llh_min is None else llh_min
     if not np.any(delta2(m, llh_min) <= level):  # empty region (level below every leaf)
-        return (0.0, 0.0), (0.0, 0.0), False
-    theta, phi = boundary_points(m, level, llh_min)
+        return (0.0, 0.0), (0.0, 0.0), False, False
+    theta, phi, touches = boundary_points(m, level, llh_min)
     ra, dec = theta_phi_to_radec_deg(theta, phi)
     pole_d2 = 2.0 * (m.sample(np.array([0.0, np.pi]), np.array([0.0, 0.0])) - llh_min)
     north, south = bool(pole_d2[0] <= level), bool(pole_d2[1] <= level)
     if ra.size == 0:  # no boundary: the region is the whole sky
-        return (180.0, 180.0), (dec0_deg + 90.0, 90.0 - dec0_deg), True
+        return (180.0, 180.0), (dec0_deg + 90.0, 90.0 - dec0_deg), True, touches
     dra = np.mod(ra - ra0_deg + 180.0, 360.0) - 180.0
     ra_err = (max(float(-dra.min()), 0.0), max(float(dra.max()), 0.0))
     dec_err = (max(dec0_deg - float(dec.min()), 0.0), max(float(dec.max()) - dec0_deg, 0.0))
@@ -183,11 +217,11 @@ def region_extent(
         dec_err = (dec0_deg + 90.0, dec_err[1])
     if north or south:
         ra_err = (180.0, 180.0)
-    return ra_err, dec_err, north or south
+    return ra_err, dec_err, north or south, touches
 
 
 def make_region(m: MultiResMap, level_set: LevelSet, fit: BestFit) -> Region:
     """Area and extents of one level set around the best fit."""
     area = region_area_deg2(m, level_set.level, fit.llh)
-    ra_err, dec_err, pole = region_extent(m, level_set.level, fit.ra_deg, fit.dec_deg, fit.llh)
-    return Region(level_set.name, level_set.level, level_set.containment, area, ra_err, dec_err, pole)
+    ra_err, dec_err, pole, touches = region_extent(m, level_set.level, fit.ra_deg, fit.dec_deg, fit.llh)
+    return Region(level_set.name, level_set.level, level_set.containment, area, ra_err, dec_err, pole, touches)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from astropy.time import Time
 
 from skymap_scanner import __version__
-from skymap_scanner.products.regions import BestFit, Region
-from skymap_scanner.products.scan import EventInfo
+from skymap_scanner.products.regions import HEADLINE, BestFit, Region
+from skymap_scanner.results import EventMeta
 
 SUMMARY_FORMAT = "skymap-scanner-summary/1"
 
@@ -37,27 +37,42 @@ def region_dict(region: Region) -> dict[str, Any]:
         "ra_err_deg": [_r(region.ra_err_deg[0]), _r(region.ra_err_deg[1])],
         "dec_err_deg": [_r(region.dec_err_deg[0]), _r(region.dec_err_deg[1])],
         "contains_pole": region.contains_pole,
+        "touches_unscanned_sky": region.touches_unscanned,
     }
 
 
+def pointing_dict(pointing: Mapping[str, Any] | None, regions: Sequence[Region]) -> dict[str, Any] | None:
+    """The pointed-scan entry: where the first nside was restricted to, and whether the headline
+    90% region reaches the disc's edge (then the disc was too small and the region is cut)."""
+    if not pointing:
+        return None
+    r90 = next((r for r in regions if r.name == HEADLINE.r90), None)
+    return {**dict(pointing), "region_touches_edge": bool(r90 is not None and r90.touches_unscanned)}
+
+
 def build_summary(
-    event: EventInfo,
+    event: EventMeta,
     fit: BestFit,
     regions: Sequence[Region],
     *,
     nsides: Sequence[int],
     nside_progression: str | None,
     reco: str | None,
-    result_name: str,
-    result_sha256: str,
+    result_name: str | None,
+    result_sha256: str | None,
     complete: bool | None,
     legacy_dec_sign: bool,
     products: Sequence[str] = (),
+    scan_provenance: Mapping[str, Any] | None = None,
+    fraction_scanned: float | None = None,
 ) -> dict[str, Any]:
-    """The summary as a JSON-ready dict."""
+    """The summary as a JSON-ready dict. ``scan_provenance`` is what the result's header says made
+    it (reco options, the scanner version that scanned, pointing, ...)."""
     ev = dataclasses.asdict(event)
     ev["time_utc"] = mjd_to_iso(event.mjd)
-    return {
+    scan_prov = dict(scan_provenance or {})
+    pointing = pointing_dict(scan_prov.get("pointing"), regions)
+    out: dict[str, Any] = {
         "format": SUMMARY_FORMAT,
         "event": ev,
         "best_fit": {
@@ -68,13 +83,19 @@ def build_summary(
             "pixel_ring": fit.index,
         },
         "regions": [region_dict(r) for r in regions],
+        "headline_regions": {"50": HEADLINE.r50, "90": HEADLINE.r90, "description": HEADLINE.description},
         "coordinates": "equatorial J2000, degrees; errors are [minus, plus] extents of each region around the best fit",
         "scan_complete": complete,
+        "fraction_of_sky_scanned": None if fraction_scanned is None else _r(fraction_scanned, 6),
+        "pointed": pointing,
         "provenance": {
             "scanner_version": __version__,
+            "scanned_with_version": scan_prov.get("scanner_version"),
             "reco": reco,
+            "reco_options": scan_prov.get("reco_options"),
             "nside_progression": nside_progression,
             "nsides": list(nsides),
+            "scan_id": scan_prov.get("scan_id"),
             "result_file": result_name,
             "result_sha256": result_sha256,
             "dec_sign": "legacy file mirrored (dec = theta - pi/2 on disk)" if legacy_dec_sign else "dec = pi/2 - theta",
@@ -82,3 +103,4 @@ def build_summary(
             "products": list(products),
         },
     }
+    return out

@@ -8,11 +8,13 @@ clients started with the client-startup JSON this command writes.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..errors import SkyScanError
@@ -70,15 +72,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--client-startup-json", type=Path, default=None,
                    help="broker mode: where to write the JSON clients start from")
     p.add_argument("--no-products", action="store_true", help="write only the result files, no sky-map products")
+    p.add_argument("--pointed-at", metavar="NAME", default=None,
+                   help="pointed scan: the first nside only on a disc around this online fit of the event "
+                        "(e.g. SplineMPE, MPEFit)")
+    p.add_argument("--pointed-radius-deg", type=float, default=3.5, metavar="R",
+                   help="radius of the pointed scan's disc in deg (default 3.5)")
     p.add_argument("--version", action="version", version=f"skymap_scanner {__version__}")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    made: list[Path] = []  # directories this run created: removed again if it fails while they are empty
     try:
-        return _run(args)
+        return _run(args, made)
     except SkyScanError as e:
+        from ..console import remove_empty_dirs
+
+        remove_empty_dirs(made)
         print(f"skymap_scanner.server: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -87,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, made: list[Path]) -> int:
     from ..config import read_env_config, setup_logging
+    from ..console import ProgressView, check_event, final_line, prepare_dirs
     from ..events import load_event
     from ..scan import ScanRunner, ScanSpec, write_manifest
 
@@ -98,15 +110,24 @@ def _run(args: argparse.Namespace) -> int:
     reco_options = dict(args.reco_option)
     if args.reco_algo == "external" and "command" not in reco_options and cfg.SKYSCAN_EXTERNAL_RECO:
         reco_options["command"] = cfg.SKYSCAN_EXTERNAL_RECO  # so the client-startup JSON carries it
+    for warning in check_event(event):
+        LOGGER.warning(warning)
+    pointing = None
+    if args.pointed_at is not None:
+        from ..pointed import resolve_pointing
+
+        pointing = resolve_pointing(event, args.pointed_at, args.pointed_radius_deg)
+        LOGGER.info("pointed scan: the first nside on a %.2f deg disc around %s (RA %.2f deg, Dec %+.2f deg)",
+                    pointing.radius_deg, pointing.name, pointing.ra_deg, pointing.dec_deg)
     spec = ScanSpec(
         event, args.reco_algo, reco_options, " ".join(args.nsides),
         args.predictive_scanning_threshold, max_attempts=cfg.SKYSCAN_MAX_ATTEMPTS,
         batch_size=cfg.SKYSCAN_BATCH_SIZE, lease_min_s=cfg.SKYSCAN_LEASE_MIN_SEC,
         progress_interval_s=cfg.SKYSCAN_PROGRESS_INTERVAL_SEC, result_interval_s=cfg.SKYSCAN_RESULT_INTERVAL_SEC,
         timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir, pointing=pointing,
     )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    made += prepare_dirs(("--output-dir", args.output_dir), ("--cache-dir", args.cache_dir))
     LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
                 len(event.pulses), event.pulses.n_doms, event.pulses.qtot_pe)
     from ..transport.registry import TransportOptions, backend_name, make_server_transport
@@ -121,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         LOGGER.info("mode: broker (%s at %s); clients start from %s", backend,
                     redact_address(cfg.SKYSCAN_BROKER_ADDRESS), args.client_startup_json)
 
-    reporter = _Reporter(cfg, spec, args.output_dir)
+    reporter = _Reporter(cfg, spec, args.output_dir, ProgressView())
     runner = ScanRunner(spec, transport, on_manifest=reporter.manifest, on_partial_result=reporter.partial)
     t0 = time.monotonic()
     try:
@@ -137,44 +158,55 @@ def _run(args: argparse.Namespace) -> int:
             LOGGER.error("could not write the partial result: %s", e2)
         raise
     finally:
+        reporter.view.close()
         runner.close()
         transport.close()
     npz = result.write_npz(args.output_dir)
     js = result.write_json(args.output_dir)
+    npz.with_name(result.filename(".npz", partial=True)).unlink(missing_ok=True)  # the final one replaces it
     manifest = runner.manifest()
     write_manifest(args.output_dir, manifest)
     LOGGER.info("result written: %s (and %s) after %.1f s", npz, js.name, time.monotonic() - t0)
     reporter.final(result, manifest)
+    summary = None
     if not args.no_products:
         try:
             from ..products import make_products
 
-            paths = make_products(npz, args.output_dir, reco=spec.reco_name, nsides=" ".join(args.nsides))
+            paths = make_products(result, args.output_dir, result_path=npz)
             LOGGER.info("products written: %s", ", ".join(sorted(p.name for p in paths.values())))
+            summary = json.loads(paths["summary"].read_text())
+            if (summary.get("pointed") or {}).get("region_touches_edge"):
+                LOGGER.warning("the 90%% region reaches the edge of the pointed disc (%.2f deg around %s): "
+                               "it may be larger; scan a larger disc or the full sky", args.pointed_radius_deg,
+                               args.pointed_at)
         except Exception as e:  # a failure to plot never loses the result
             LOGGER.error("making the sky-map products failed (%s: %s); the result %s is intact",
                          type(e).__name__, e, npz)
+    LOGGER.info(final_line(summary, result.best_radec_deg(), args.output_dir))
     return 0
 
 
 class _Reporter:
     """Writes the manifest and partial results locally (and to SkyDriver when configured)."""
 
-    def __init__(self, cfg: object, spec: object, output_dir: Path) -> None:
+    def __init__(self, cfg: object, spec: object, output_dir: Path, view: Any) -> None:
         from ..skydriver import make_skydriver_reporter
 
         self.output_dir = output_dir
         self.skydriver = make_skydriver_reporter(cfg, spec)
+        self.view = view  # the progress bar on a terminal
 
     def manifest(self, manifest: dict) -> None:  # type: ignore[type-arg]
         from ..scan import write_manifest
 
         write_manifest(self.output_dir, manifest)
+        self.view.update(manifest)
         if self.skydriver:
             self.skydriver.send_manifest(manifest)
 
     def partial(self, result: object) -> None:
-        path = result.write_npz(self.output_dir)  # type: ignore[attr-defined]
+        path = result.write_npz(self.output_dir, partial=True)  # type: ignore[attr-defined]
         LOGGER.info("partial result written: %s", path.name)
         if self.skydriver:
             self.skydriver.send_result(result, final=False)

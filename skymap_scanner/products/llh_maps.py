@@ -1,7 +1,10 @@
-"""A scan result as the products need it: llh per HEALPix pixel per nside, plus event metadata.
+"""The llh maps of a scan as the products need them: llh per HEALPix pixel per nside, event metadata
+and provenance.
 
 Convention (as in the result files): RING ordering, equatorial J2000, theta = pi/2 - dec, phi = ra.
-Reading the .npz (through :func:`skymap_scanner.results.load_result`) is the only I/O here; :func:`mirror_dec` and :func:`scan_from_arrays` are pure.
+:func:`scan_from_result` takes the in-memory result the server just collected; :func:`read_scan`
+reads a result file (through :func:`skymap_scanner.results.load_result`, the only I/O here);
+:func:`mirror_dec` and :func:`scan_from_arrays` are pure.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy.typing as npt
 
 from skymap_scanner.errors import SkyScanError
 from skymap_scanner.pixels import is_valid_nside
-from skymap_scanner.results import load_result
+from skymap_scanner.results import EVENT_FIELDS, EventMeta, ScanResult, load_result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,40 +35,14 @@ class NsideMap:
 
 
 @dataclasses.dataclass(frozen=True)
-class EventInfo:
-    """Event identity for titles, FITS headers and the summary; any field may be unknown (None)."""
-
-    run_id: int | None = None
-    event_id: int | None = None
-    event_type: str | None = None
-    mjd: float | None = None
-    is_real_event: bool | None = None
-
-    def label(self) -> str:
-        """Short human label, e.g. ``Run 136662 Event 35405932 (BRONZE)``."""
-        if self.run_id is None and self.event_id is None:
-            text = "Unknown event"
-        else:
-            text = f"Run {self.run_id if self.run_id is not None else '?'} Event " + (
-                f"{self.event_id}" if self.event_id is not None else "?"
-            )
-        if self.event_type:
-            text += f" ({self.event_type})"
-        return text
-
-
-#: Header fields of the result file that describe the event (same in every header row).
-EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(EventInfo))
-
-
-@dataclasses.dataclass(frozen=True)
 class Scan:
     """All nsides of one scan (ascending nside) with event metadata."""
 
     maps: tuple[NsideMap, ...]
-    event: EventInfo
+    event: EventMeta
     complete: bool | None = None
     legacy_dec_sign: bool = False
+    provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def nsides(self) -> tuple[int, ...]:
@@ -89,11 +66,12 @@ def mirror_dec(nside: int, index: npt.NDArray[np.int64]) -> npt.NDArray[np.int64
 
 def scan_from_arrays(
     arrays: Mapping[int, tuple[npt.ArrayLike, npt.ArrayLike]],
-    event: EventInfo | None = None,
+    event: EventMeta | None = None,
     *,
     complete: bool | None = None,
     legacy_dec_sign: bool = False,
     source: str = "scan",
+    provenance: Mapping[str, Any] | None = None,
 ) -> Scan:
     """Validate ``{nside: (ring_index, llh)}`` into a :class:`Scan`.
 
@@ -123,7 +101,35 @@ def scan_from_arrays(
         maps.append(NsideMap(int(nside), idx, llh))
     if not maps or all(m.index.size == 0 for m in maps):
         raise SkyScanError(f"{source}: no pixel with a finite llh; nothing to make products from")
-    return Scan(tuple(maps), event or EventInfo(), complete, legacy_dec_sign)
+    return Scan(tuple(maps), event or EventMeta(), complete, legacy_dec_sign, dict(provenance or {}))
+
+
+def scan_from_result(
+    result: ScanResult,
+    *,
+    legacy_dec_sign: bool = False,
+    event_overrides: Mapping[str, Any] | None = None,
+    source: str = "result",
+) -> Scan:
+    """A :class:`Scan` from a result in memory (as the server holds it, or as read from a file).
+
+    ``event_overrides`` (run_id, event_id, event_type, mjd, is_real_event) replace header values
+    or supply them for files without a header.
+    """
+    event = EventMeta()
+    if result.meta is not None:
+        m = result.meta
+        mjd = m.mjd if m.mjd is not None and math.isfinite(m.mjd) else None
+        event = EventMeta(m.run_id, m.event_id, m.event_type or None, mjd, m.is_real_event)
+    if event_overrides:
+        unknown = set(event_overrides) - set(EVENT_FIELDS)
+        if unknown:
+            raise SkyScanError(f"unknown event fields {sorted(unknown)}; known: {list(EVENT_FIELDS)}")
+        event = dataclasses.replace(event, **{k: v for k, v in event_overrides.items() if v is not None})
+    complete = result.is_complete if result.complete else None
+    arrays = {nside: (arr["index"], arr["llh"]) for nside, arr in result.maps.items()}
+    return scan_from_arrays(arrays, event, complete=complete, legacy_dec_sign=legacy_dec_sign, source=source,
+                            provenance=result.provenance)
 
 
 def read_scan(
@@ -132,25 +138,9 @@ def read_scan(
     legacy_dec_sign: bool = False,
     event_overrides: Mapping[str, Any] | None = None,
 ) -> Scan:
-    """Read a result .npz through :func:`skymap_scanner.results.load_result` (never unpickles).
-
-    ``event_overrides`` (run_id, event_id, event_type, mjd, is_real_event) replace header values
-    or supply them for files without a header.
-    """
-    result = load_result(path)
-    event = EventInfo()
-    if result.meta is not None:
-        m = result.meta
-        event = EventInfo(m.run_id, m.event_id, m.event_type or None,
-                          m.mjd if math.isfinite(m.mjd) else None, m.is_real_event)
-    complete = all(result.complete.values()) if result.complete else None
-    if event_overrides:
-        unknown = set(event_overrides) - set(EVENT_FIELDS)
-        if unknown:
-            raise SkyScanError(f"unknown event fields {sorted(unknown)}; known: {list(EVENT_FIELDS)}")
-        event = dataclasses.replace(event, **{k: v for k, v in event_overrides.items() if v is not None})
-    arrays = {nside: (arr["index"], arr["llh"]) for nside, arr in result.maps.items()}
-    return scan_from_arrays(arrays, event, complete=complete, legacy_dec_sign=legacy_dec_sign, source=str(path))
+    """Read a result .npz through :func:`skymap_scanner.results.load_result` (never unpickles)."""
+    return scan_from_result(load_result(path), legacy_dec_sign=legacy_dec_sign, event_overrides=event_overrides,
+                            source=str(path))
 
 
 def sha256_file(path: Path) -> str:
