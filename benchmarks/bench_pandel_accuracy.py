@@ -79,8 +79,8 @@ def run_simulated(args: argparse.Namespace) -> None:
             rows = []
             t_ice = time.perf_counter()
             for i in range(1, args.n_tracks + 1):
-                event, truth = random_track(rng, ice=ice, impact_max_m=args.impact_max_m, event_id=i,
-                                            run_id=args.seed)
+                impact = None if ice == "realistic" else args.impact_max_m
+                event, truth = random_track(rng, ice=ice, impact_max_m=impact, event_id=i, run_id=args.seed)
                 t = time.perf_counter()
                 result = scan_event(event, "pandel_mpe", nsides=args.nsides, local_workers=args.local_workers)
                 wall = time.perf_counter() - t
@@ -138,8 +138,10 @@ def run_real(args: argparse.Namespace) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n-tracks", type=int, default=50, help="tracks per ice model (default 50)")
-    p.add_argument("--ice", nargs="+", default=["pandel", "depth"], choices=["pandel", "depth"])
-    p.add_argument("--nsides", default="8:0 64:12 256:12", help="progression for the simulated tracks")
+    p.add_argument("--ice", nargs="+", default=["realistic", "depth"], choices=["pandel", "depth", "realistic"],
+                   help="realistic = the simulator's realistic mode (its own delay model, stochastic losses, "
+                        "coincident muons, PMT effects, noise, online cleaning; E^-2 30 TeV-5 PeV, impact <= 500 m)")
+    p.add_argument("--nsides", default="8:0 64:12 512:24", help="progression for the simulated tracks")
     p.add_argument("--impact-max-m", type=float, default=300.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--local-workers", type=int, default=2)
