@@ -19,9 +19,6 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 
-# Extras of the pip install: "" = RabbitMQ and NATS clients (the package's defaults); Dockerfile_pulsar: "[pulsar]".
-ARG SKYSCAN_PIP_EXTRAS=""
-
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -41,21 +38,23 @@ RUN if ! python3 -c "import ensurepip, venv" 2>/dev/null; then \
 
 WORKDIR /src
 # The dependencies first, from pyproject.toml alone (with a placeholder package), so that a change to the code
-# or the README reuses this layer and rebuilds in seconds.
+# or the README reuses this layer and rebuilds in seconds; both Dockerfiles share it (the extras come after).
 COPY pyproject.toml ./
 # hadolint ignore=DL3013
 RUN mkdir skymap_scanner && touch README.md skymap_scanner/__init__.py \
-    && pip install --no-cache-dir ".${SKYSCAN_PIP_EXTRAS}" \
+    && pip install --no-cache-dir . \
     && pip uninstall --yes --quiet skymap_scanner \
     && rm -rf /src/skymap_scanner /src/README.md /src/build
 
+# Extras of the pip install: "" = RabbitMQ and NATS clients (the package's defaults); Dockerfile_pulsar: "[pulsar]".
+ARG SKYSCAN_PIP_EXTRAS=""
 COPY README.md ./
 COPY skymap_scanner ./skymap_scanner
 # DL3013: this installs the project's own source tree; its dependencies are bounded in pyproject.toml.
 # Then what the scanner never runs is dropped: pip and setuptools (nothing imports them at run time) and the
 # dependencies' own test suites (about 80 MB; astropy/tests stays, `import astropy` loads its runner).
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir --no-deps . \
+RUN pip install --no-cache-dir ".${SKYSCAN_PIP_EXTRAS}" \
     && python -c "import skymap_scanner.events.geometry as g; g.icecube86()" \
     && pip uninstall --yes --quiet pip setuptools \
     && find /opt/skyscan/lib/python3*/site-packages -mindepth 2 -type d \( -name tests -o -name test \) \
