@@ -343,6 +343,15 @@ def test_scan_survives_a_client_killed_mid_scan(container_scan: ContainerScan) -
     codes = sorted(k["client_codes"])
     # the killed container's docker client reports SIGKILL (128 + 9); the other client finished cleanly
     assert codes == [0, 137], codes
+    # both clients did work (so the killed one died mid-scan, with work done and work in hand), and every fit
+    # was received exactly once: what it held unanswered went to the other client
+    manifest = json.loads((container_scan.out / "scan-manifest.json").read_text())
+    assert manifest["complete"] is True
+    per_client = manifest["per_client_fits"]
+    assert len(per_client) == 2 and min(per_client.values()) > 0, per_client
+    expected = sum(step["items_expected"] for step in manifest["progress"])
+    assert sum(per_client.values()) == expected
+    assert manifest["dropped"]["duplicates"] == 0 and manifest["failures"]["failed_fits"] == 0
     # the server wrote its products as uid 54321 (no such user in the image: HOME must be writable)
     owners = {p.stat().st_uid for p in container_scan.out.iterdir()}
     assert owners == {int(RUN_AS.partition(":")[0])}
