@@ -11,6 +11,7 @@ containers running as an arbitrary uid that has no entry in the image (as Apptai
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -37,6 +38,8 @@ LAUNCH_SERVER = SCRIPTS / "docker" / "launch_server.sh"
 LAUNCH_CLIENT = SCRIPTS / "docker" / "launch_client.sh"
 WAIT_FOR_FILE = SCRIPTS / "wait_for_file.sh"
 IMAGE_NAME = "skymap-scanner-test"  # not the release name: the tests never overwrite a user's icecube/ tags
+# tags per checkout, so that two checkouts testing at once on one daemon do not run each other's images
+CHECKOUT = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
 IMAGE_UID = 10001
 RUN_AS = "54321:54321"  # no such user in the image: like Apptainer's arbitrary uid
 NSIDES = ["8:0", "16:2"]
@@ -81,7 +84,8 @@ def images() -> Images:
             unavailable(f"no base image: {proc.stderr.strip().splitlines()[-1]}")
         assert proc.returncode == 0, proc.stderr[-3000:]
         base = proc.stdout.strip().splitlines()[-1]
-    for dockerfile, tag in (("Dockerfile", "plain"), ("Dockerfile_pulsar", "pulsar")):
+    plain, pulsar = f"plain-{CHECKOUT}", f"pulsar-{CHECKOUT}"
+    for dockerfile, tag in (("Dockerfile", plain), ("Dockerfile_pulsar", pulsar)):
         t0 = time.monotonic()
         proc = run(["docker", "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
                     "-f", str(ROOT / dockerfile), "-t", f"{IMAGE_NAME}:{tag}", str(ROOT)], timeout=1200)  # fmt: skip
@@ -90,7 +94,7 @@ def images() -> Images:
             f"{dockerfile} did not build:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
         )
     print(f"\n[containers] base {base}; seconds: {json.dumps({k: round(v, 1) for k, v in seconds.items()})}")
-    return Images(base, "plain", "pulsar", seconds)
+    return Images(base, plain, pulsar, seconds)
 
 
 def docker_run(image: str, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -100,9 +104,9 @@ def docker_run(image: str, *cmd: str, timeout: float = 120) -> subprocess.Comple
 # --- the images ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tag", ["plain", "pulsar"])
-def test_default_command_prints_help_as_non_root(images: Images, tag: str) -> None:
-    ref = images.ref(tag)
+@pytest.mark.parametrize("kind", ["plain", "pulsar"])
+def test_default_command_prints_help_as_non_root(images: Images, kind: str) -> None:
+    ref = images.ref(getattr(images, kind))
     proc = docker_run(ref)
     assert proc.returncode == 0, proc.stderr
     assert "usage: python -m skymap_scanner.server" in proc.stdout
@@ -118,13 +122,13 @@ def test_default_command_prints_help_as_non_root(images: Images, tag: str) -> No
 
 def test_broker_clients_importable(images: Images) -> None:
     code = "import pika, nats, mqclient; print('ok')"
-    assert docker_run(images.ref("plain"), "python", "-c", code).stdout.strip() == "ok"
+    assert docker_run(images.ref(images.plain), "python", "-c", code).stdout.strip() == "ok"
     # the Pulsar image has the Pulsar client; the plain image does not
     code = "import pulsar, mqclient; print(pulsar.Client.__name__)"
-    proc = docker_run(images.ref("pulsar"), "python", "-c", code)
+    proc = docker_run(images.ref(images.pulsar), "python", "-c", code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "Client"
-    assert docker_run(images.ref("plain"), "python", "-c", "import pulsar").returncode != 0
+    assert docker_run(images.ref(images.plain), "python", "-c", "import pulsar").returncode != 0
 
 
 def layer_paths(image: str) -> dict[str, list[str]]:
@@ -154,9 +158,9 @@ SECRET_NAME_RE = re.compile(
 SECRET_WORD_RE = re.compile(r"AUTH|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL", re.IGNORECASE)
 
 
-@pytest.mark.parametrize("tag", ["plain", "pulsar"])
-def test_no_secret_test_file_or_git_in_any_layer(images: Images, tag: str) -> None:
-    ref = images.ref(tag)
+@pytest.mark.parametrize("kind", ["plain", "pulsar"])
+def test_no_secret_test_file_or_git_in_any_layer(images: Images, kind: str) -> None:
+    ref = images.ref(getattr(images, kind))
     layers = layer_paths(ref)
     paths = [p.removeprefix("./") for names in layers.values() for p in names]
     assert len(paths) > 1000  # the listing really covers the image
