@@ -1,5 +1,6 @@
-"""Docker deployment: launch scripts run against a fake ``docker`` that records its arguments,
-wait_for_file.sh, and static checks of the Dockerfiles (Docker itself cannot run here)."""
+"""Docker deployment without Docker: launch scripts run against a fake ``docker`` that records its
+arguments (every option and refusal, quickly), wait_for_file.sh, and static checks of the Dockerfiles.
+The images are built and run for real in tests/test_containers.py (marker ``containers``)."""
 
 from __future__ import annotations
 
@@ -168,6 +169,7 @@ def test_forwarding_rule_holds_for_any_names(
 ) -> None:
     names = {n for n in names if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)}
     names -= {"SKYSCAN_DOCKER_PULL_ALWAYS", "SKYSCAN_DOCKER_IMAGE_TAG", "SKYSCAN_DOCKER_IMAGE"}
+    names -= {"SKYSCAN_DOCKER_USER"}
     names -= {"SKYSCAN_BROKER_AUTH_FILE"}  # a path that gets mounted; covered by its own test
     tmp = tmp_path_factory.mktemp("prop")
     bindir = tmp / "fakebin"
@@ -261,6 +263,8 @@ def test_tag_and_pull_policy_from_environment(fake_docker, server_files, script:
     [
         ({"SKYSCAN_DOCKER_PULL_ALWAYS": "yes"}, "SKYSCAN_DOCKER_PULL_ALWAYS must be 1 or 0"),
         ({"SKYSCAN_DOCKER_IMAGE_TAG": "a b"}, "SKYSCAN_DOCKER_IMAGE_TAG is not a valid tag"),
+        ({"SKYSCAN_DOCKER_USER": "skyscan"}, "SKYSCAN_DOCKER_USER must be UID or UID:GID"),
+        ({"SKYSCAN_DOCKER_USER": "1:2:3"}, "SKYSCAN_DOCKER_USER must be UID or UID:GID"),
     ],
 )
 def test_bad_docker_settings_refused_before_running_docker(fake_docker, server_files, env, message) -> None:
@@ -268,6 +272,15 @@ def test_bad_docker_settings_refused_before_running_docker(fake_docker, server_f
     assert proc.returncode == 2
     assert message in proc.stderr
     assert calls == []
+
+
+@pytest.mark.parametrize("user", ["10001", "54321:54321"])
+def test_container_user_can_be_chosen(fake_docker, server_files, user: str) -> None:
+    env = {"SKYSCAN_DOCKER_USER": user}
+    proc, calls = run_script(LAUNCH_SERVER, server_args(server_files), fake_docker, env)
+    assert proc.returncode == 0, proc.stderr
+    opts, _, _ = split_docker_argv(calls[0]["argv"])
+    assert option_values(opts, "--user") == [user]
 
 
 def test_missing_event_file_refused(fake_docker, server_files) -> None:
@@ -406,6 +419,7 @@ def test_wait_for_file_bad_arguments(args: list[str]) -> None:
 # --- static checks of scripts and Dockerfiles -----------------------------------------------------------
 
 SHELL_SCRIPTS = [LAUNCH_SERVER, LAUNCH_CLIENT, SCRIPTS / "docker" / "_common.sh", WAIT_FOR_FILE]
+SHELL_SCRIPTS.append(ROOT / "resources" / "container_base.sh")
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "Dockerfile_pulsar"]
 
 
@@ -464,9 +478,14 @@ def test_pulsar_dockerfile_differs_only_in_the_pip_extras() -> None:
 def test_dockerfile_shape(dockerfile: Path) -> None:
     ins = dockerfile_instructions(dockerfile)
     words = [w for w, _ in ins]
-    # the base image is a build argument, defaulting to a plain Python image
+    # the base image is a build argument, defaulting to a plain Python image; two stages on it, the last
+    # (the image) unnamed and getting only the virtual environment from the first
     assert words[0] == "ARG" and ins[0][1].startswith("BASE_IMAGE=python:3.11")
-    assert ins[1] == ("FROM", "${BASE_IMAGE}")
+    froms = [rest for word, rest in ins if word == "FROM"]
+    assert froms == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"]
+    final = ins[len(ins) - ins[::-1].index(("FROM", "${BASE_IMAGE}")) :]
+    assert [rest for word, rest in final if word == "COPY"] == ["--from=build /opt/skyscan /opt/skyscan"]
+    assert not [rest for word, rest in final if word == "RUN" and "pip" in rest]
     # the default command prints help; no ENTRYPOINT, so `python -m skymap_scanner.server ...` runs as given
     assert "ENTRYPOINT" not in words
     cmd = json.loads(dict(ins)["CMD"])
@@ -488,7 +507,7 @@ def test_build_context_holds_what_the_dockerfiles_copy() -> None:
     allowed = {ln[1:].rstrip("/") for ln in ignore if ln.startswith("!")}
     for dockerfile in DOCKERFILES:
         for word, rest in dockerfile_instructions(dockerfile):
-            if word == "COPY":
+            if word == "COPY" and not rest.startswith("--from="):
                 *sources, _dest = rest.split()
                 for src in sources:
                     assert src in allowed, f"{dockerfile.name} copies {src}, which .dockerignore leaves out"

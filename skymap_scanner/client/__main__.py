@@ -65,8 +65,8 @@ def _load(startup: dict[str, Any]) -> Any:
     from ..worker import PixelWorker
 
     event = event_from_json_dict(startup["event"], "client-startup event")
-    # host and process: several clients on one host are told apart in the manifest's per-client counts
-    name = f"{socket.gethostname()}:{os.getpid()}"
+    # host, process and a random tag: containers on one host network share the hostname and often the pid
+    name = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
     return PixelWorker(event, startup["reco_algo"], startup.get("reco_options") or {}, name)
 
 

@@ -4,7 +4,9 @@
 # Settings (all optional):
 #   SKYSCAN_DOCKER_IMAGE        image name              (default icecube/skymap_scanner)
 #   SKYSCAN_DOCKER_IMAGE_TAG    image tag               (default latest)
-#   SKYSCAN_DOCKER_PULL_ALWAYS  1: --pull always, 0: --pull missing (default 1)
+#   SKYSCAN_DOCKER_PULL_ALWAYS  1: --pull always, 0: --pull missing (default 1; 0 for a locally built image)
+#   SKYSCAN_DOCKER_USER         UID[:GID] the container runs as (default the caller's, so that the files
+#                               written into the mounts are theirs; a root caller may prefer the image's 10001)
 # Every environment variable whose name starts with SKYSCAN_, EWMS_, PULSAR_ or RABBITMQ_ is forwarded by
 # name (`--env NAME`: docker reads the value from its own environment, so values such as tokens never
 # appear on a command line); no other variable is. SKYSCAN_BROKER_AUTH_FILE names a host file: it is
@@ -55,15 +57,17 @@ mount_output_file() {  # mount_output_file OPTION HOST_PATH CONTAINER_DIR: read-
 }
 
 add_docker_settings() {  # image-independent options: cleanup, init, network, user, pull policy, environment
-    local policy name
+    local policy name user
     case "${SKYSCAN_DOCKER_PULL_ALWAYS:-1}" in
         1) policy=always ;;
         0) policy=missing ;;
         *) die 2 "SKYSCAN_DOCKER_PULL_ALWAYS must be 1 or 0, got '${SKYSCAN_DOCKER_PULL_ALWAYS}'" ;;
     esac
+    user="${SKYSCAN_DOCKER_USER:-$(id -u):$(id -g)}"
+    [[ "$user" =~ ^[0-9]+(:[0-9]+)?$ ]] || die 2 "SKYSCAN_DOCKER_USER must be UID or UID:GID, got '$user'"
     # --network host: the broker is usually reached at an address of the host (127.0.0.1 when local);
     # --user: files written into the mounted directories belong to the caller, not to root.
-    DOCKER_ARGS+=(run --rm --init --network host --pull "$policy" --user "$(id -u):$(id -g)")
+    DOCKER_ARGS+=(run --rm --init --network host --pull "$policy" --user "$user")
     while IFS= read -r name; do
         if [[ "$name" =~ $SKYSCAN_FORWARD_RE ]]; then
             if [[ "$name" == SKYSCAN_BROKER_AUTH_FILE ]]; then
