@@ -3,8 +3,8 @@
     python benchmarks/bench_real_alerts.py [--events ../shared/data/events] [--nsides "8:0 64:12 512:24"]
         [--reco pandel_mpe] [--reco-option KEY=VALUE ...] [--online-seeds] [--out rows.jsonl]
 
-A track alert is any decodable event file whose message carries IceCube's SplineMPE fit (HESE cascades
-and files without one are listed and skipped). Each is scanned in embedded mode with ``scan_event``
+A track alert is any decodable event file whose message carries IceCube's SplineMPE fit and is not a HESE
+(starting) event; the others are listed and skipped (``--include-hese`` scans HESE events with a SplineMPE fit). Each is scanned in embedded mode with ``scan_event``
 (2 local workers, the default progression). Printed per alert: the angular distance (deg) of the
 scan's best pixel from SplineMPE, MPEFit and SPEFit2; 2*Delta-llh at SplineMPE's direction (the reco
 fitted there with every position variation plus the best pixel's vertex as a seed: how strongly the
@@ -73,6 +73,7 @@ def main() -> int:
     p.add_argument("--online-seeds", action="store_true", help="let the reco seed vertices from the online fits")
     p.add_argument("--local-workers", type=int, default=2)
     p.add_argument("--out", help="append one JSON line per alert here")
+    p.add_argument("--include-hese", action="store_true", help="also scan HESE events that carry a SplineMPE fit")
     args = p.parse_args()
 
     from skymap_scanner.coords import local_to_equatorial
@@ -94,6 +95,10 @@ def main() -> int:
             continue
         if "SplineMPE" not in event.online_fits:
             print(f"{path.name}: no SplineMPE fit (not a track alert), skipped")
+            continue
+        if event.event_type.upper().startswith("HESE") and not args.include_hese:
+            print(f"{path.name}: a HESE (starting) event, not a through-going track alert; skipped "
+                  "(--include-hese scans it)")
             continue
         t = time.perf_counter()
         result = scan_event(event, args.reco, nsides=args.nsides, local_workers=args.local_workers,
