@@ -220,7 +220,7 @@ def test_realistic_cli_keeps_truth_apart_and_records_every_setting(tmp_path: Pat
     settings = truth["settings"]
     assert {f.name for f in fields(real.RealisticSettings)} <= set(settings)
     assert settings["coincident_prob"] == 0.5 and settings["online_cleaning"] is True
-    assert settings["delay_model"] == "diffusion"
+    assert settings["delay_model"] == "icemc"
     assert settings["constants"]["DOM_AREA_M2"] == ph.DOM_AREA_M2
     assert truth["n_hit_doms"] == event.pulses.n_doms and truth["n_pulses"] == len(event.pulses)
     assert truth["qtot_pe"] == pytest.approx(event.pulses.qtot_pe, abs=1e-3)
@@ -432,3 +432,20 @@ def test_icemc_delay_hook_calls_the_photon_monte_carlo_when_present(monkeypatch:
     assert ph.icemc_available()
     out = real.simulate(np.random.default_rng(1), _muon(), replace(QUIET, delay_model="icemc", tts_ns=0.0))
     assert calls and calls[0] == out.details["n_photoelectrons"]
+
+
+def test_photon_mc_delays_from_the_shipped_table() -> None:
+    """The realistic default: delays drawn from the photon MC's histograms (recos/_icemc.py, data/photon_delays.json)."""
+    from skymap_scanner.recos import _icemc
+
+    rng = np.random.default_rng(2)
+    near = _icemc.sample_delays_ns(rng, np.full(4000, 40.0), np.full(4000, 40.0), np.full(4000, 136.0))
+    far = _icemc.sample_delays_ns(rng, np.full(4000, 200.0), np.full(4000, 40.0), np.full(4000, 136.0))
+    murky = _icemc.sample_delays_ns(rng, np.full(4000, 200.0), np.full(4000, 40.0), np.full(4000, 60.0))
+    assert np.all(near >= 0) and np.all(np.isfinite(far))
+    assert np.median(far) > 2 * np.median(near)  # farther DOMs see later light
+    assert np.median(murky) < np.median(far)  # absorption removes the long paths
+    # in real IceCube ice (lambda_e ~ 40 m), light at rho ~ 120 m (d ~ 175 m) arrives a few hundred ns late,
+    # not the ~1.3 us of AMANDA's H2 Pandel ice (the real alerts' first hits show the same)
+    mid = _icemc.sample_delays_ns(rng, np.full(4000, 175.0), np.full(4000, 40.0), np.full(4000, 136.0))
+    assert 200.0 < np.median(mid) < 900.0

@@ -166,3 +166,85 @@ def sample_delays(rng: np.random.Generator, tallies: list[Tally], rho_over_eff: 
             pick = np.searchsorted(cdf, rng.random(sub.size) * cdf[-1])
             out[sub] = t.delay[np.minimum(pick, t.delay.size - 1)]
     return out
+
+
+# -- a shipped histogram of the Monte Carlo, for simulators --------------------------------------------------
+
+DELAY_TABLE_FORMAT = "skymap-scanner-photon-delays/1"
+TABLE_RADII = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+TABLE_EDGES = np.concatenate([[0.0], np.geomspace(1e-3, 60.0, 160)])  # delay bins, units of lambda_e
+
+
+def delay_histograms(tallies: list[Tally]) -> F64:
+    """Unabsorbed, fluence-weighted delay histograms (rows: radii, columns: TABLE_EDGES bins), each summing to 1."""
+    rows = []
+    for t in tallies:
+        h, _ = np.histogram(t.delay, bins=TABLE_EDGES, weights=t.weight)
+        rows.append(h / max(float(h.sum()), 1e-300))
+    return np.asarray(rows, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class DelayTable:
+    """The photon MC's delay histograms (``data/photon_delays.json``), made by benchmarks/derive_pandel_ice.py."""
+
+    radii: F64  # in lambda_e
+    edges: F64  # in lambda_e
+    hist: F64  # (radii, bins)
+    n_photons: int
+    g: float
+
+
+def load_delay_table() -> DelayTable:
+    """Read the shipped histograms (checked: format, shapes, finite non-negative rows)."""
+    import json
+    from importlib import resources
+
+    doc = json.loads(resources.files("skymap_scanner.data").joinpath("photon_delays.json").read_text())
+    if not isinstance(doc, dict) or doc.get("format") != DELAY_TABLE_FORMAT:
+        raise ValueError(f"photon_delays.json is not {DELAY_TABLE_FORMAT}")
+    radii = np.asarray(doc["radii"], dtype=np.float64)
+    edges = np.asarray(doc["edges"], dtype=np.float64)
+    hist = np.asarray(doc["hist"], dtype=np.float64)
+    if hist.shape != (radii.size, edges.size - 1) or not np.all(np.isfinite(hist)) or np.any(hist < 0):
+        raise ValueError("photon_delays.json: histogram shape or values are wrong")
+    return DelayTable(radii, edges, hist, int(doc["n_photons"]), float(doc["g"]))
+
+
+_TABLE: list[DelayTable] = []
+
+
+def sample_delays_ns(rng: np.random.Generator, d_m: npt.ArrayLike, scat_eff_m: npt.ArrayLike,
+                     abs_m: npt.ArrayLike) -> F64:
+    """Photon delays (ns) after the direct light, drawn from the shipped photon-MC histograms.
+
+    ``d_m`` is the Cherenkov photon path (m; rho = d sin(theta_c) picks the tallied cylinder, nearest in
+    log rho), ``scat_eff_m`` / ``abs_m`` the lengths along the path. Each histogram bin is weighted by the
+    absorption of its extra path, exp(-delay / lambda_a), and a delay drawn uniformly inside the chosen bin.
+    For simulators: no Pandel form anywhere.
+    """
+    if not _TABLE:
+        _TABLE.append(load_delay_table())
+    tab = _TABLE[0]
+    d = np.asarray(d_m, dtype=np.float64).ravel()
+    le = np.broadcast_to(np.asarray(scat_eff_m, dtype=np.float64), d.shape)
+    la = np.broadcast_to(np.asarray(abs_m, dtype=np.float64), d.shape)
+    rho_eff = np.maximum(d * math.sin(THETA_C_RAD) / le, 1e-3)
+    k = np.abs(np.log(rho_eff)[:, None] - np.log(tab.radii)[None, :]).argmin(axis=1)
+    mid = 0.5 * (tab.edges[:-1] + tab.edges[1:])
+    ratio = la / le
+    out = np.empty(d.size)
+    # group by (radius, absorption ratio to 0.1): a handful of groups, vectorised inside each
+    key = k * 100000 + np.round(ratio * 10).astype(np.int64)
+    for kk in np.unique(key):
+        sel = np.flatnonzero(key == kk)
+        r = int(kk // 100000)
+        w = tab.hist[r] * np.exp(-mid / max(float(kk % 100000) / 10.0, 0.1))
+        cdf = np.cumsum(w)
+        pick = np.minimum(np.searchsorted(cdf, rng.random(sel.size) * cdf[-1], side="right"), w.size - 1)
+        lo, hi = tab.edges[pick], tab.edges[pick + 1]
+        out[sel] = (lo + rng.random(sel.size) * (hi - lo)) * le[sel]
+    return out / (C_VACUUM_M_PER_NS / N_GROUP)
+
+
+C_VACUUM_M_PER_NS = 0.299792458

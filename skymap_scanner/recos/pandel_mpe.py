@@ -7,11 +7,20 @@ centre (the along-track coordinate is degenerate and pinned there). The likeliho
 form of the jitter-convolved Pandel pdf for the first pulse of each hit DOM (see
 :mod:`._pandel`) with a noise floor; minimised by a small box-bounded BFGS using the analytic gradient.
 
+Pulses: those inside the event's ``CalibrationErrata`` windows are dropped, then IceCube's online
+muon pulse selection (seeded RT cleaning from HLC core hits, 150 m / 1000 ns, 3 iterations; the 6 us
+window with the most pulses; strings <= 78) picks what is fitted, whatever the input format.
+
+Ice (``ice=depth``, the default): every DOM gets the Pandel parameters of the South Pole ice at its
+depth (:mod:`._ice`: the shipped table, with scaling laws from the photon Monte Carlo of
+:mod:`._icemc`); DOMs whose absorption rates agree within 2% share one likelihood table.
+``ice=homogeneous`` uses one Pandel ice for all (AMANDA's H2 by default).
+
 Position variations (``n_posvar``, default 3):
 
 * first nside (no parent seed): 0 = charge-weighted centre, 1 = LineFit centre, 2.. = points on a
   ring of ``posvar_radius_m`` around the charge-weighted centre (IceCube-style seed pattern);
-* refined nsides (parent seed given): 0 = the parent pixel's best vertex, 1 = charge-weighted
+* refined nsides (parent seed given): 0 = the parent pixel's best vertex and time, 1 = charge-weighted
   centre, 2.. = points on the ring around the parent vertex. With ``refined_full=false`` the
   ring points at refined nsides are only evaluated at their start (one likelihood call, no
   minimisation): the parent seed is already good, and this saves ~half the scan time.
@@ -189,7 +198,11 @@ class PandelMPE(Reco):
         prep: PandelPrepared = prepared
         frame = pm.direction_frame(zenith_rad, azimuth_rad, prep.dom_rel_m)
         a0, b0 = self._start(prep, frame, posvar, seed)
-        x0 = np.array([a0, b0, self._t0_start(prep, frame, a0, b0)])
+        if seed is not None and posvar == 0 and seed.is_finite():
+            t0 = seed.t_ns  # the parent pixel's fitted time (T is the time at the closest approach to the centre)
+        else:
+            t0 = self._t0_start(prep, frame, a0, b0)
+        x0 = np.array([a0, b0, t0])
         args = (frame, prep.data, prep.cells, prep.ice, prep.log_floor)
         minimise = not (seed is not None and posvar >= 2 and not self.options["refined_full"])
         if minimise:

@@ -54,13 +54,14 @@ ORIGIN_NOISE = 3
 class RealisticSettings:
     """Every knob of the realistic mode (all recorded in the truth file).
 
-    ``delay_model``: a key of ``_sim_physics.DELAY_MODELS``; ``coincident_*``: probability, energy
+    ``delay_model``: a key of ``_sim_physics.DELAY_MODELS`` (default ``icemc``: delays drawn from the photon
+    Monte Carlo's histograms, which match the first-hit delays of real alerts; ``diffusion`` gave ~2x longer ones); ``coincident_*``: probability, energy
     range (GeV) and spectral index of the coincident atmospheric muon; ``starting_fraction``: tracks
     that start at a vertex outside the detector; ``dom_eff_spread``/``dom_eff_seed``: the fixed
     per-DOM efficiency spread around rde; ``digitise``: SuperDST time/charge quantisation.
     """
 
-    delay_model: str = "diffusion"
+    delay_model: str = "icemc"
     online_cleaning: bool = True
     coincident_prob: float = 0.15
     coincident_energy_gev: tuple[float, float] = (500.0, 2e4)
