@@ -30,12 +30,13 @@ from .engine import ScanEngine, WorkItems
 from .errors import MessageError, SkyScanError
 from .events import native
 from .events.model import Event
-from .intake import ForeignMessage, accept_result
+from .intake import DropLog, accept_result
 from .messages import WorkMessage
 from .pixels import DEFAULT_PROGRESSION, NsideStep, parse_progression, pixel_radec, progression_str
 from .protocol import Effects, ScanProtocol
 from .recos import make_reco
 from .results import EventMeta, ScanResult
+from .signing import Verifier, scan_key, seal
 from .transport import Transport
 
 LOGGER = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class ScanSpec:
     steps: tuple[NsideStep, ...] = ()
     scan_id: str = ""
     n_posvar: int = 0
+    key: bytes = field(default=b"", repr=False)  # the HMAC key of the scan's messages (see signing.py)
 
     def __post_init__(self) -> None:
         self.steps = parse_progression(self.nsides) if isinstance(self.nsides, str) else tuple(self.nsides)
@@ -78,6 +80,8 @@ class ScanSpec:
         if not self.scan_id:
             self.scan_id = make_scan_id(self.event, self.reco_name, self.reco_options, self.steps,
                                         self.predictive_threshold)
+        if not self.key:
+            self.key = scan_key(self.cache_dir, self.scan_id)
 
 
 class ScanRunner:
@@ -98,6 +102,9 @@ class ScanRunner:
         self.clock = clock
         self.on_manifest = on_manifest
         self.on_partial_result = on_partial_result
+        # replies are taken once: a copy of a signed reply (a replay, a double delivery) is dropped
+        self.verifier = Verifier(spec.key, "result", remember=200_000)
+        self.drops = DropLog(LOGGER, "a reply")
         self._buffer: tuple[WorkItems, np.ndarray, np.ndarray] | None = None  # popped, directions computed
         self._buffer_pos = 0
         self._log: ResultLog | None = None
@@ -155,9 +162,10 @@ class ScanRunner:
                                    f"(SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS); partial results are kept")
         self._report_progress()
         LOGGER.info("scan %s done in %.1f s: best %s; %d duplicates, %d unknown, %d bad, %d foreign, "
-                    "%d re-sent batches, %d failed fits", spec.scan_id, self.clock() - self._t_start,
-                    self.engine.best(), self.engine.counts.duplicates, self.engine.counts.unknown,
-                    self.stats.bad_messages, self.stats.foreign_messages, self.stats.resent_batches,
+                    "%d unsigned/forged/replayed, %d re-sent batches, %d failed fits", spec.scan_id,
+                    self.clock() - self._t_start, self.engine.best(), self.engine.counts.duplicates,
+                    self.engine.counts.unknown, self.stats.bad_messages, self.stats.foreign_messages,
+                    sum(self.stats.refused.values()), self.stats.resent_batches,
                     self.engine.counts.failed_items)
         return self.result()
 
@@ -190,18 +198,20 @@ class ScanRunner:
     def _send(self, items: WorkItems, zen: np.ndarray, azi: np.ndarray) -> None:
         batch_id = self.protocol.open_batch(items)
         msg = WorkMessage(self.spec.scan_id, batch_id, items.nside, items.pixels, items.posvars, zen, azi, items.seeds)
-        self.transport.send(msg.to_dict())
+        self.transport.send(seal(msg.to_dict(), "work", self.spec.key))
 
     # -- results in -----------------------------------------------------------------------
     def _handle_reply(self, raw: Any) -> None:
         try:
-            msg = accept_result(raw, self.spec.scan_id)
-        except ForeignMessage as e:
-            self.stats.foreign_messages += 1
-            LOGGER.warning("dropped %s", e)
+            msg = accept_result(raw, self.spec.scan_id, self.verifier)
         except MessageError as e:
-            self.stats.bad_messages += 1
-            LOGGER.warning("dropped a reply: %s", e)
+            kind = self.drops.drop(e)
+            if kind == "foreign":
+                self.stats.foreign_messages += 1
+            elif kind == "bad":
+                self.stats.bad_messages += 1
+            else:
+                self.stats.refused[kind] += 1
         else:
             self._apply(self.protocol.on_result(msg))
 
@@ -237,6 +247,10 @@ class ScanRunner:
                          "failed_attempts": self.engine.counts.failed_attempts,
                          "resent_batches": self.stats.resent_batches},
             "dropped": {"bad_messages": self.stats.bad_messages, "foreign_messages": self.stats.foreign_messages,
+                        "unsigned_messages": self.stats.refused["unsigned"],
+                        "forged_messages": self.stats.refused["forged"],
+                        "replayed_messages": self.stats.refused["replayed"],
+                        "unsolicited_fits": self.stats.unsolicited_fits,
                         "duplicates": self.engine.counts.duplicates, "unknown_pixels": self.engine.counts.unknown},
             "per_client_fits": dict(self.stats.per_client),
             "complete": self.engine.done,
