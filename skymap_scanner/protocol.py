@@ -103,7 +103,7 @@ class ScanProtocol:
         asked = self.leases.outstanding(msg.nside, msg.pixels, msg.posvars)
         if self.leases.done(msg.batch_id) is None:
             self.stats.stale_replies += 1  # a re-sent batch answered twice, or from a previous run
-        self.stats.per_client[msg.client] += len(msg.pixels)
+        self.stats.per_client[msg.client] += int(asked.sum())  # fits it was asked for (then accepted or duplicate)
         rt = msg.reco_runtime_s[np.isfinite(msg.reco_runtime_s) & (msg.reco_runtime_s >= 0)]
         self.stats.reco_time_s += float(rt.sum())
         self.stats.reco_items += int(rt.size)
