@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         print("skymap_scanner.server: interrupted; results collected so far are in the checkpoint "
               "(--cache-dir) if one was given", file=sys.stderr)
         return 130
+    finally:
+        lock = getattr(args, "cache_lock", None)
+        if lock is not None:
+            lock.close()  # releases the --cache-dir lock (an in-process caller may run the scan again)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -94,6 +98,10 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = read_env_config()
     setup_logging(cfg)
+    if args.cache_dir is not None:
+        from ..dirlock import lock_cache_dir
+
+        args.cache_lock = lock_cache_dir(args.cache_dir)  # held until this process ends
     event = load_event(args.event_file)
     spec = ScanSpec(
         event, args.reco_algo, dict(args.reco_option), " ".join(args.nsides),
