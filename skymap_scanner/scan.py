@@ -67,6 +67,7 @@ class ScanSpec:
     progress_interval_s: float = 5.0
     result_interval_s: float = 60.0
     timeout_from_clients_s: float = 3 * 24 * 3600.0
+    timeout_no_fit_s: float = 4 * 3600.0  # the scan fails when no fit succeeds for this long
     cache_dir: Path | None = None
     steps: tuple[NsideStep, ...] = ()
     scan_id: str = ""
@@ -110,6 +111,7 @@ class ScanRunner:
         self._log: ResultLog | None = None
         self._t_start = clock()
         self._items_at_start = 0
+        self._t_last_fit = self._t_start
         if spec.cache_dir is not None:
             self._log = ResultLog(Path(spec.cache_dir) / f"{spec.scan_id}.results.bin")
 
@@ -132,7 +134,7 @@ class ScanRunner:
         spec = self.spec
         equatorial_to_local(0.0, 0.0, spec.event.mjd)  # load astropy's tables now, not mid-scan
         t_progress = t_result = self._t_start = self.clock()
-        t_last_reply = self.clock()
+        t_last_reply = self._t_last_fit = self.clock()
         self._items_at_start = self.engine.counts.accepted
         LOGGER.info("scan %s: %s mode, reco %s (%d position variations), nsides %s, threshold %.2f",
                     spec.scan_id, self.transport.mode, spec.reco_name, spec.n_posvar,
@@ -157,10 +159,16 @@ class ScanRunner:
             buffered = 0 if self._buffer is None else len(self._buffer[0]) - self._buffer_pos
             if not self.engine.done and len(self.leases) == 0 and self.engine.n_queued_items == 0 and buffered <= 0:
                 raise SkyScanError("internal: nothing in flight and nothing queued, but the scan is not done")
+            if now - self._t_last_fit > spec.timeout_no_fit_s:
+                raise SkyScanError(f"no fit succeeded for {spec.timeout_no_fit_s:.0f} s (SKYSCAN_TIMEOUT_NO_FIT_SEC): "
+                                   "no workers, or every fit fails; partial results are kept")
             if now - t_last_reply > spec.timeout_from_clients_s:
                 raise SkyScanError(f"no reply from any worker for {spec.timeout_from_clients_s:.0f} s "
                                    f"(SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS); partial results are kept")
         self._report_progress()
+        if self.engine.best() is None:
+            raise SkyScanError(f"every fit failed ({self.engine.counts.failed_items} fits given up on after "
+                               f"{spec.max_attempts} attempts each): no direction; partial results are kept")
         LOGGER.info("scan %s done in %.1f s: best %s; %d duplicates, %d unknown, %d bad, %d foreign, "
                     "%d unsigned/forged/replayed, %d re-sent batches, %d failed fits", spec.scan_id,
                     self.clock() - self._t_start, self.engine.best(), self.engine.counts.duplicates,
@@ -217,6 +225,8 @@ class ScanRunner:
 
     def _apply(self, effects: Effects) -> None:
         """The I/O a protocol step asks for: checkpoint its rows, log its notes."""
+        if any(not r.failed.all() for r in effects.rows):
+            self._t_last_fit = self.clock()
         if self._log is not None:
             for r in effects.rows:
                 self._log.append(r.nside, r.pixels, r.posvars, r.fits, r.failed)

@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         args.predictive_scanning_threshold, max_attempts=cfg.SKYSCAN_MAX_ATTEMPTS,
         batch_size=cfg.SKYSCAN_BATCH_SIZE, lease_min_s=cfg.SKYSCAN_LEASE_MIN_SEC,
         progress_interval_s=cfg.SKYSCAN_PROGRESS_INTERVAL_SEC, result_interval_s=cfg.SKYSCAN_RESULT_INTERVAL_SEC,
-        timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS,
+        timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS, timeout_no_fit_s=cfg.SKYSCAN_TIMEOUT_NO_FIT_SEC,
         cache_dir=args.cache_dir,
     )
     args.output_dir.mkdir(parents=True, exist_ok=True)
