@@ -109,7 +109,8 @@ def run_embedded(nsides: str, options: dict[str, str], n_workers: int, batch_siz
     event = fresh_event(event_id)
     spec = ScanSpec(event, "dummy", options, nsides, batch_size=batch_size,  # type: ignore[arg-type]
                     progress_interval_s=3600)
-    transport = EmbeddedTransport(native.to_dict(event), "dummy", options, n_workers)  # type: ignore[arg-type]
+    transport = EmbeddedTransport(native.to_dict(event), "dummy", options, n_workers,  # type: ignore[arg-type]
+                                  scan_id=spec.scan_id, key=spec.key)
     transport.start()  # waits until every worker has prepared the event
     try:
         runner = ScanRunner(spec, transport)

@@ -32,6 +32,7 @@ class LeaseBook:
         self.lease_min_s = lease_min_s
         self.clock = clock
         self._leases: dict[int, Lease] = {}
+        self._sent: dict[tuple[int, int, int], int] = {}  # (nside, pixel, posvar) -> leases holding it
         self.items_in_flight = 0
         self._rate_items_per_s = 0.0
         self._t_last: float | None = None
@@ -42,13 +43,27 @@ class LeaseBook:
     def add(self, batch_id: int, nside: int, pixels: npt.NDArray[np.int64], posvars: npt.NDArray[np.int64]) -> None:
         self._leases[batch_id] = Lease(batch_id, nside, pixels, posvars, self.clock(), self.items_in_flight)
         self.items_in_flight += int(pixels.size)
+        for key in _keys(nside, pixels, posvars):
+            self._sent[key] = self._sent.get(key, 0) + 1
+
+    def _release(self, lease: Lease) -> None:
+        self.items_in_flight -= int(lease.pixels.size)
+        for key in _keys(lease.nside, lease.pixels, lease.posvars):
+            n = self._sent.pop(key) - 1
+            if n:
+                self._sent[key] = n
+
+    def outstanding(self, nside: int, pixels: npt.NDArray[np.int64], posvars: npt.NDArray[np.int64]
+                    ) -> npt.NDArray[np.bool_]:
+        """Which of these items are in a batch sent out and not yet answered (or given up on)."""
+        return np.array([key in self._sent for key in _keys(nside, pixels, posvars)], bool).reshape(-1)
 
     def done(self, batch_id: int) -> Lease | None:
         """A reply for ``batch_id`` came in; returns its lease (None if unknown or already done)."""
         lease = self._leases.pop(batch_id, None)
         if lease is None:
             return None
-        self.items_in_flight -= int(lease.pixels.size)
+        self._release(lease)
         now = self.clock()
         if self._t_last is not None and now > self._t_last:
             inst = lease.pixels.size / (now - self._t_last)
@@ -67,7 +82,7 @@ class LeaseBook:
             if now - lease.sent_at > self.lease_min_s + 3.0 * expected:
                 out.append(lease)
                 del self._leases[lease.batch_id]
-                self.items_in_flight -= int(lease.pixels.size)
+                self._release(lease)
         return out
 
 
@@ -100,6 +115,10 @@ class Attempts:
                 self._failures[key] = n
                 retry.append((p, v))
         return _columns(retry), _columns(give_up)
+
+
+def _keys(nside: int, pixels: npt.NDArray[np.int64], posvars: npt.NDArray[np.int64]) -> list[tuple[int, int, int]]:
+    return [(nside, p, v) for p, v in zip(np.asarray(pixels).tolist(), np.asarray(posvars).tolist(), strict=True)]
 
 
 def _columns(pairs: list[tuple[int, int]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

@@ -32,6 +32,8 @@ class ScanStats:
     bad_messages: int = 0
     foreign_messages: int = 0
     stale_replies: int = 0
+    refused: Counter[str] = field(default_factory=Counter)  # unsigned / forged / replayed messages
+    unsolicited_fits: int = 0  # fits in replies for items not sent out or no longer outstanding
     resent_batches: int = 0
     per_client: Counter[str] = field(default_factory=Counter)
     reco_time_s: float = 0.0
@@ -97,16 +99,23 @@ class ScanProtocol:
     def on_result(self, msg: ResultMessage) -> Effects:
         """An accepted reply of this scan (see :mod:`skymap_scanner.intake`)."""
         fx = Effects()
+        # only fits for items sent out and still outstanding are taken (whichever batch they came back in)
+        asked = self.leases.outstanding(msg.nside, msg.pixels, msg.posvars)
         if self.leases.done(msg.batch_id) is None:
             self.stats.stale_replies += 1  # a re-sent batch answered twice, or from a previous run
-        self.stats.per_client[msg.client] += len(msg.pixels)
+        self.stats.per_client[msg.client] += int(asked.sum())  # fits it was asked for (then accepted or duplicate)
         rt = msg.reco_runtime_s[np.isfinite(msg.reco_runtime_s) & (msg.reco_runtime_s >= 0)]
         self.stats.reco_time_s += float(rt.sum())
         self.stats.reco_items += int(rt.size)
         self._adapt_batch_size()
-        err = np.array([e is not None for e in msg.errors], bool)
-        if (~err).any():
-            ok = ~err
+        if not asked.all():
+            self.stats.unsolicited_fits += int((~asked).sum())
+            fx.note(logging.DEBUG, f"reply batch {msg.batch_id} from {msg.client[:60]} held "
+                                     f"{int((~asked).sum())} fits not outstanding; ignored")
+        err = np.array([e is not None for e in msg.errors], bool).reshape(-1)
+        ok_asked, err_asked = ~err & asked, err & asked
+        if ok_asked.any():
+            ok = ok_asked
             pixels, posvars, fits = msg.pixels[ok], msg.posvars[ok], msg.fits[ok]
             counts = self.engine.ingest(msg.nside, pixels, posvars, fits)
             if counts.accepted:
@@ -115,11 +124,11 @@ class ScanProtocol:
             if counts.unknown:
                 fx.note(logging.WARNING, f"reply batch {msg.batch_id} from {msg.client} held {counts.unknown} "
                                          "fits this scan never asked for")
-        if err.any():
-            first = next(e for e in msg.errors if e)
-            fx.note(logging.WARNING, f"reco failed on {int(err.sum())} fits of batch {msg.batch_id} "
+        if err_asked.any():
+            first = next(e for e, bad in zip(msg.errors, err_asked.tolist(), strict=True) if bad)
+            fx.note(logging.WARNING, f"reco failed on {int(err_asked.sum())} fits of batch {msg.batch_id} "
                                      f"(from {msg.client}): {first}")
-            self._failed(msg.nside, msg.pixels[err], msg.posvars[err], fx)
+            self._failed(msg.nside, msg.pixels[err_asked], msg.posvars[err_asked], fx)
         return fx
 
     def _failed(self, nside: int, pixels: IntArray, posvars: IntArray, fx: Effects) -> None:

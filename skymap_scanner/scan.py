@@ -31,13 +31,14 @@ from .engine import ScanEngine, WorkItems
 from .errors import MessageError, SkyScanError
 from .events import native
 from .events.model import Event
-from .intake import ForeignMessage, accept_result
+from .intake import DropLog, accept_result
 from .messages import WorkMessage
 from .pixels import DEFAULT_PROGRESSION, NsideStep, parse_progression, pixel_radec, progression_str
 from .pointed import Pointing, online_fit_radec
 from .protocol import Effects, ScanProtocol
 from .recos import make_reco
 from .results import EventMeta, ScanResult, scan_provenance
+from .signing import Verifier, scan_key, seal
 from .transport import Transport
 
 LOGGER = logging.getLogger(__name__)
@@ -68,11 +69,13 @@ class ScanSpec:
     progress_interval_s: float = 5.0
     result_interval_s: float = 60.0
     timeout_from_clients_s: float = 3 * 24 * 3600.0
+    timeout_no_fit_s: float = 4 * 3600.0  # the scan fails when no fit succeeds for this long
     cache_dir: Path | None = None
     steps: tuple[NsideStep, ...] = ()
     scan_id: str = ""
     n_posvar: int = 0
     pointing: Pointing | None = None  # a pointed scan: the first nside only on a disc (see pointed.py)
+    key: bytes = field(default=b"", repr=False)  # the HMAC key of the scan's messages (see signing.py)
 
     def __post_init__(self) -> None:
         self.steps = parse_progression(self.nsides) if isinstance(self.nsides, str) else tuple(self.nsides)
@@ -83,6 +86,8 @@ class ScanSpec:
                                         self.predictive_threshold)
             if self.pointing is not None:  # a different scan: never resume one from the other
                 self.scan_id += "-p" + hashlib.sha256(repr(self.pointing).encode()).hexdigest()[:6]
+        if not self.key:
+            self.key = scan_key(self.cache_dir, self.scan_id)
 
 
 class ScanRunner:
@@ -104,11 +109,15 @@ class ScanRunner:
         self.clock = clock
         self.on_manifest = on_manifest
         self.on_partial_result = on_partial_result
+        # replies are taken once: a copy of a signed reply (a replay, a double delivery) is dropped
+        self.verifier = Verifier(spec.key, "result", remember=200_000)
+        self.drops = DropLog(LOGGER, "a reply")
         self._buffer: tuple[WorkItems, np.ndarray, np.ndarray] | None = None  # popped, directions computed
         self._buffer_pos = 0
         self._log: ResultLog | None = None
         self._t_start = clock()
         self._items_at_start = 0
+        self._t_last_fit = self._t_start
         if spec.cache_dir is not None:
             self._log = ResultLog(Path(spec.cache_dir) / f"{spec.scan_id}.results.bin")
 
@@ -131,7 +140,7 @@ class ScanRunner:
         spec = self.spec
         equatorial_to_local(0.0, 0.0, spec.event.mjd)  # load astropy's tables now, not mid-scan
         t_progress = t_result = self._t_start = self.clock()
-        t_last_reply = self.clock()
+        t_last_reply = self._t_last_fit = self.clock()
         self._items_at_start = self.engine.counts.accepted
         LOGGER.info("scan %s: %s mode, reco %s (%d position variations), nsides %s, threshold %.2f",
                     spec.scan_id, self.transport.mode, spec.reco_name, spec.n_posvar,
@@ -156,14 +165,21 @@ class ScanRunner:
             buffered = 0 if self._buffer is None else len(self._buffer[0]) - self._buffer_pos
             if not self.engine.done and len(self.leases) == 0 and self.engine.n_queued_items == 0 and buffered <= 0:
                 raise SkyScanError("internal: nothing in flight and nothing queued, but the scan is not done")
+            if now - self._t_last_fit > spec.timeout_no_fit_s:
+                raise SkyScanError(f"no fit succeeded for {spec.timeout_no_fit_s:.0f} s (SKYSCAN_TIMEOUT_NO_FIT_SEC): "
+                                   "no workers, or every fit fails; partial results are kept")
             if now - t_last_reply > spec.timeout_from_clients_s:
                 raise SkyScanError(f"no reply from any worker for {spec.timeout_from_clients_s:.0f} s "
                                    f"(SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS); partial results are kept")
         self._report_progress()
+        if self.engine.best() is None:
+            raise SkyScanError(f"every fit failed ({self.engine.counts.failed_items} fits given up on after "
+                               f"{spec.max_attempts} attempts each): no direction; partial results are kept")
         LOGGER.info("scan %s done in %.1f s: best %s; %d duplicates, %d unknown, %d bad, %d foreign, "
-                    "%d re-sent batches, %d failed fits", spec.scan_id, self.clock() - self._t_start,
-                    describe_best(self.engine.best()), self.engine.counts.duplicates, self.engine.counts.unknown,
-                    self.stats.bad_messages, self.stats.foreign_messages, self.stats.resent_batches,
+                    "%d unsigned/forged/replayed, %d re-sent batches, %d failed fits", spec.scan_id,
+                    self.clock() - self._t_start, describe_best(self.engine.best()), self.engine.counts.duplicates,
+                    self.engine.counts.unknown, self.stats.bad_messages, self.stats.foreign_messages,
+                    sum(self.stats.refused.values()), self.stats.resent_batches,
                     self.engine.counts.failed_items)
         return self.result()
 
@@ -196,23 +212,27 @@ class ScanRunner:
     def _send(self, items: WorkItems, zen: np.ndarray, azi: np.ndarray) -> None:
         batch_id = self.protocol.open_batch(items)
         msg = WorkMessage(self.spec.scan_id, batch_id, items.nside, items.pixels, items.posvars, zen, azi, items.seeds)
-        self.transport.send(msg.to_dict())
+        self.transport.send(seal(msg.to_dict(), "work", self.spec.key))
 
     # -- results in -----------------------------------------------------------------------
     def _handle_reply(self, raw: Any) -> None:
         try:
-            msg = accept_result(raw, self.spec.scan_id)
-        except ForeignMessage as e:
-            self.stats.foreign_messages += 1
-            LOGGER.warning("dropped %s", e)
+            msg = accept_result(raw, self.spec.scan_id, self.verifier)
         except MessageError as e:
-            self.stats.bad_messages += 1
-            LOGGER.warning("dropped a reply: %s", e)
+            kind = self.drops.drop(e)
+            if kind == "foreign":
+                self.stats.foreign_messages += 1
+            elif kind == "bad":
+                self.stats.bad_messages += 1
+            else:
+                self.stats.refused[kind] += 1
         else:
             self._apply(self.protocol.on_result(msg))
 
     def _apply(self, effects: Effects) -> None:
         """The I/O a protocol step asks for: checkpoint its rows, log its notes."""
+        if any(not r.failed.all() for r in effects.rows):
+            self._t_last_fit = self.clock()
         if self._log is not None:
             for r in effects.rows:
                 self._log.append(r.nside, r.pixels, r.posvars, r.fits, r.failed)
@@ -243,6 +263,10 @@ class ScanRunner:
                          "failed_attempts": self.engine.counts.failed_attempts,
                          "resent_batches": self.stats.resent_batches},
             "dropped": {"bad_messages": self.stats.bad_messages, "foreign_messages": self.stats.foreign_messages,
+                        "unsigned_messages": self.stats.refused["unsigned"],
+                        "forged_messages": self.stats.refused["forged"],
+                        "replayed_messages": self.stats.refused["replayed"],
+                        "unsolicited_fits": self.stats.unsolicited_fits,
                         "duplicates": self.engine.counts.duplicates, "unknown_pixels": self.engine.counts.unknown},
             "per_client_fits": dict(self.stats.per_client),
             "complete": self.engine.done,

@@ -108,7 +108,7 @@ class Harness:
             channel = MQWorkerChannel(settings, to_q, from_q, f"client-{i}")
             stats = ServeStats()
             th = threading.Thread(target=lambda c=channel, h=handler, s=stats: asyncio.run(
-                serve(c, h, spec.scan_id, first_wait_s=120, idle_s=120, session_idle_s=1, stats=s)), daemon=True)
+                serve(c, h, spec.scan_id, spec.key, first_wait_s=120, idle_s=120, session_idle_s=1, stats=s)), daemon=True)
             th.start()
             self.handlers.append(handler)
             self.client_stats.append(stats)

@@ -115,8 +115,9 @@ def test_single_message_mode(tmp_path: Path) -> None:
     scan or a corrupt file is a one-line error (exit 2), so the pilot reports the task as failed."""
     from skymap_scanner.config import EnvConfig
     from skymap_scanner.events import load_event
-    from skymap_scanner.messages import decode_result
+    from skymap_scanner.intake import accept_result
     from skymap_scanner.scan import ScanSpec
+    from skymap_scanner.signing import Verifier, new_key, seal
     from skymap_scanner.transport.mq import make_server_transport
 
     sample = Path(__file__).resolve().parent.parent / "resources" / "sample_events"
@@ -127,14 +128,21 @@ def test_single_message_mode(tmp_path: Path) -> None:
     work = {"schema": "skymap-scanner-work/1", "scan_id": spec.scan_id, "batch_id": 7, "nside": 8, "attempt": 1,
             "pixel": [3, 4], "posvar": [0, 1], "zenith": [0.5, 0.5], "azimuth": [1.0, 1.0], "seed": [None, None]}
     infile, outfile = tmp_path / "in.json", tmp_path / "out.json"
-    infile.write_text(json.dumps(work))
+    infile.write_text(json.dumps(seal(work, "work", spec.key)))
     proc = _client(["--client-startup-json", str(startup), "--infile", str(infile), "--outfile", str(outfile)])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    reply = decode_result(outfile.read_bytes())
+    reply = accept_result(outfile.read_bytes(), spec.scan_id, Verifier(spec.key, "result"))  # signed
     assert reply.scan_id == spec.scan_id and reply.batch_id == 7 and reply.pixels.tolist() == [3, 4]
     assert reply.errors == (None, None) and reply.fits[1, 0] - reply.fits[0, 0] == pytest.approx(0.01)
 
-    infile.write_text(json.dumps({**work, "scan_id": "another-scan"}))
+    infile.write_text(json.dumps(work))  # unsigned: refused
+    proc = _client(["--client-startup-json", str(startup), "--infile", str(infile), "--outfile", str(tmp_path / "o1")])
+    assert proc.returncode == 2 and "unsigned" in proc.stderr and not (tmp_path / "o1").exists()
+    infile.write_text(json.dumps(seal(work, "work", new_key())))  # signed with another key: refused
+    proc = _client(["--client-startup-json", str(startup), "--infile", str(infile), "--outfile", str(tmp_path / "o1")])
+    assert proc.returncode == 2 and "wrong signature" in proc.stderr and not (tmp_path / "o1").exists()
+    assert spec.key.hex() not in proc.stderr
+    infile.write_text(json.dumps(seal({**work, "scan_id": "another-scan"}, "work", spec.key)))
     proc = _client(["--client-startup-json", str(startup), "--infile", str(infile), "--outfile", str(tmp_path / "o2")])
     assert proc.returncode == 2 and "another-scan" in proc.stderr and "Traceback" not in proc.stderr
     infile.write_text("{not json")

@@ -105,7 +105,8 @@ def test_scan_through_the_ewms_pilot(scans: Callable[..., Scan], embedded: Calla
     m = scan.manifest()
     assert m is not None
     assert_manifest_consistent(m, got.maps)
-    assert m["dropped"] == {"bad_messages": 0, "foreign_messages": 0, "duplicates": 0, "unknown_pixels": 0}
+    assert m["dropped"] == {"bad_messages": 0, "foreign_messages": 0, "unsigned_messages": 0, "forged_messages": 0,
+                            "replayed_messages": 0, "unsolicited_fits": 0, "duplicates": 0, "unknown_pixels": 0}
     n_tasks = -(-768 // 200)
     assert f"completed {n_tasks} task(s)" in pilot_log, pilot_log[-4000:]
     # the task wrote JSON replies the server accepted: the per-client names are the task processes

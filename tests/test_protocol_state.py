@@ -4,6 +4,8 @@ and the intake of messages."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,12 @@ from skymap_scanner.checkpoint import RECORD_DTYPE, ResultLog
 from skymap_scanner.collector import FIT_FIELDS, NsideStore
 from skymap_scanner.engine import ScanEngine, WorkItems
 from skymap_scanner.errors import MessageError
-from skymap_scanner.intake import ForeignMessage, accept_result, accept_work
+from skymap_scanner.intake import DropLog, ForeignMessage, accept_result, accept_work
 from skymap_scanner.leases import Attempts, LeaseBook
 from skymap_scanner.messages import ResultMessage
 from skymap_scanner.pixels import parse_progression
 from skymap_scanner.protocol import ScanProtocol
+from skymap_scanner.signing import ForgedMessage, ReplayedMessage, UnsignedMessage, Verifier, new_key, seal
 from skymap_scanner.transport.backoff import Backoff
 
 
@@ -175,9 +178,38 @@ def test_protocol_accepts_a_reply_once_and_asks_to_checkpoint_it() -> None:
     assert len(p.leases) == 0 and fx.notes == []
     (rows,) = fx.rows
     assert rows.pixels.tolist() == work.pixels.tolist() and not rows.failed.any()
-    again = p.on_result(result_msg(work, bid))  # the same reply twice: stale, nothing to checkpoint
-    assert again.rows == [] and p.stats.stale_replies == 1 and p.engine.counts.duplicates == 4
-    assert p.stats.per_client["w1"] == 8
+    again = p.on_result(result_msg(work, bid))  # the same reply twice: stale, its fits no longer outstanding
+    assert again.rows == [] and p.stats.stale_replies == 1 and p.stats.unsolicited_fits == 4
+    assert p.engine.counts.duplicates == 0
+    assert p.stats.per_client["w1"] == 4  # the fits it was asked for
+
+
+def test_protocol_takes_only_fits_sent_out_and_still_outstanding() -> None:
+    """A late reply of an overdue batch is welcome while its fits are out again; fits never sent (or
+    already answered) are ignored and counted, also when the reply claims an open batch's id."""
+    clock = Clock()
+    p = protocol(clock)
+    work = p.engine.pop_work(4)
+    assert work is not None
+    first = p.open_batch(work)
+    clock.t += 11.0
+    p.expire()  # overdue: its fits go back to the queue ...
+    again = p.engine.pop_work(4)
+    assert again is not None
+    second = p.open_batch(again)  # ... and out again in another batch
+    fx = p.on_result(result_msg(work, first))  # the first batch's late reply: its fits are outstanding
+    assert p.engine.counts.accepted == 4 and p.stats.unsolicited_fits == 0 and len(fx.rows) == 1
+    p.on_result(result_msg(again, second))  # the re-sent batch's own reply: its fits are duplicates
+    assert p.engine.counts.duplicates == 4 and p.engine.counts.accepted == 4 and len(p.leases) == 0
+    p.on_result(result_msg(again, second))  # once more: no batch holds these fits any longer
+    assert p.stats.unsolicited_fits == 4 and p.engine.counts.duplicates == 4
+    more = p.engine.pop_work(2)
+    assert more is not None
+    bid = p.open_batch(more)
+    unsent = WorkItems(8, px(700, 701), px(0, 0), np.full((2, 4), np.nan))
+    assert not set(unsent.pixels.tolist()) & set(more.pixels.tolist())
+    p.on_result(result_msg(unsent, bid))  # an open batch's id, other fits: none taken
+    assert p.stats.unsolicited_fits == 6 and p.engine.counts.accepted == 4 and len(p.leases) == 0
 
 
 def test_protocol_retries_failed_fits_then_records_them_as_failed() -> None:
@@ -227,15 +259,43 @@ def test_protocol_adapts_the_batch_size_unless_it_is_fixed() -> None:
     assert fixed.batch_size == 16
 
 
-def test_intake_refuses_garbage_and_other_scans() -> None:
+def test_intake_refuses_garbage_other_scans_and_bad_signatures() -> None:
+    key = new_key()
     msg = result_msg(WorkItems(8, px(1), px(0), np.full((1, 4), np.nan)), 1)
-    assert accept_result(msg.to_dict(), "s").pixels.tolist() == [1]
+    signed = seal(msg.to_dict(), "result", key)
+    assert accept_result(signed, "s", Verifier(key, "result")).pixels.tolist() == [1]
     with pytest.raises(ForeignMessage, match="another scan"):
-        accept_result(msg.to_dict(), "other")
+        accept_result(signed, "other", Verifier(key, "result"))
     with pytest.raises(MessageError, match="not JSON"):
-        accept_result(b"\xff", "s")
-    with pytest.raises(MessageError):
-        accept_work(msg.to_dict(), None)  # a result is not work
+        accept_result(b"\xff", "s", Verifier(key, "result"))
+    with pytest.raises(UnsignedMessage):
+        accept_result(msg.to_dict(), "s", Verifier(key, "result"))
+    with pytest.raises(ForgedMessage):
+        accept_result(seal(msg.to_dict(), "result", new_key()), "s", Verifier(key, "result"))
+    tampered = signed["body"].replace('"llh":[1.0]', '"llh":[-2e9]')
+    assert tampered != signed["body"]
+    with pytest.raises(ForgedMessage):  # the body changed after signing
+        accept_result({**signed, "body": tampered}, "s", Verifier(key, "result"))
+    with pytest.raises(UnsignedMessage):
+        accept_work(signed, None, Verifier(key, "work"))  # a result is not work, even signed
+    once = Verifier(key, "result", remember=10)
+    accept_result(signed, "s", once)
+    with pytest.raises(ReplayedMessage):
+        accept_result(json.dumps(signed), "s", once)
+    assert "key" not in repr(once).replace("key=<hidden>", "") and key.hex() not in repr(once)
+
+
+def test_drop_log_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    drops = DropLog(logging.getLogger("test.drops"), "a reply", clock)
+    with caplog.at_level(logging.WARNING, "test.drops"):
+        for _ in range(1000):
+            drops.drop(UnsignedMessage("an unsigned result message"))
+        clock.t += 61.0
+        drops.drop(UnsignedMessage("an unsigned result message"))
+    assert drops.counts["unsigned"] == 1001
+    assert len(caplog.records) == 11  # ten one by one, then one summary a minute
+    assert "dropped 991 more unsigned" in caplog.records[-1].getMessage()
 
 
 def test_backoff_doubles_up_to_its_cap_and_resets() -> None:

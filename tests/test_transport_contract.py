@@ -21,6 +21,7 @@ from reference import DUMMY, POISON, SMALL, Reference, assert_equals_reference
 from skymap_scanner.checkpoint import RECORD_DTYPE
 from skymap_scanner.collector import FIT_FIELDS
 from skymap_scanner.scan import ScanRunner, ScanSpec
+from skymap_scanner.signing import new_key, seal
 from skymap_scanner.transport import ServerTransport
 
 
@@ -118,8 +119,8 @@ def test_duplicate_replies_are_counted_once(backend: Harness) -> None:
     doubling = Doubling(backend.server(spec))
     runner = run(spec, doubling)
     assert_complete_once(runner, SMALL)
-    assert runner.engine.counts.duplicates == fits_expected(runner)  # each reply's second copy
-    assert runner.stats.stale_replies == doubling.doubled  # ... closes no lease
+    assert runner.stats.refused["replayed"] == doubling.doubled  # each reply's second copy is a replay
+    assert runner.engine.counts.duplicates == 0 and runner.stats.stale_replies == 0
     assert runner.stats.bad_messages == 0
 
 
@@ -136,33 +137,56 @@ def _work(scan_id: str) -> dict[str, Any]:
 
 
 def test_garbage_is_dropped_on_both_sides(backend: Harness) -> None:
-    """Garbage replies are counted and dropped by the server; garbage work by the workers, which go on."""
+    """Garbage replies are counted and dropped by the server; garbage work by the workers, which go on.
+    The garbage is signed with the scan's key (an insider's garbage) unless it is meant to be unsigned."""
     spec = backend.spec(SMALL)
-    sid = spec.scan_id
+    sid, key = spec.scan_id, spec.key
     bad_replies: list[Any] = [
-        "this is not JSON", [1, 2, 3], 42, {"schema": "skymap-scanner-result/1"},
-        {"schema": "something-else/9", "scan_id": sid},
-        _reply(sid, 1, 8, [1, 2], [0]),  # lengths disagree
-        _reply(sid, 1, 8, [768], [0]),  # a pixel beyond nside 8
-        {**_reply(sid, 1, 8, [5], [0]), "llh": ["0.0"]},  # a string where a number belongs
-        _reply(sid, 1, 8, list(range(768)) * 131, [0] * (768 * 131)),  # 100,608 items: over the limit
+        "this is not JSON", seal({"schema": "skymap-scanner-result/1"}, "result", key),
+        seal({"schema": "something-else/9", "scan_id": sid}, "result", key),
+        seal(_reply(sid, 1, 8, [1, 2], [0]), "result", key),  # lengths disagree
+        seal(_reply(sid, 1, 8, [768], [0]), "result", key),  # a pixel beyond nside 8
+        seal({**_reply(sid, 1, 8, [5], [0]), "llh": ["0.0"]}, "result", key),  # a string where a number belongs
+        seal(_reply(sid, 1, 8, list(range(768)) * 131, [0] * (768 * 131)), "result", key),  # over the limit
     ]
-    foreign = [_reply("another-" + sid, 1, 8, [5], [0])]
-    unasked = [_reply(sid, 999_999, 2048, [5], [0])]  # an nside not in the progression
-    bad_work: list[Any] = ["not JSON either", {"schema": "skymap-scanner-work/1"}, _work("another-" + sid)]
+    unsigned: list[Any] = [[1, 2, 3], 42, _reply(sid, 1, 8, [5], [0])]
+    foreign = [seal(_reply("another-" + sid, 1, 8, [5], [0]), "result", key)]
+    unasked = [seal(_reply(sid, 999_999, 2048, [5], [0]), "result", key)]  # an nside not in the progression
+    bad_work: list[Any] = ["not JSON either", {"schema": "skymap-scanner-work/1"}, seal(_work(sid), "work", new_key()),
+                           seal(_work("another-" + sid), "work", key)]
     transport = backend.server(spec)
     backend.inject_work(transport, bad_work)
-    runner = run(spec, backend.inject_replies(transport, [*bad_replies, *foreign, *unasked]))
+    runner = run(spec, backend.inject_replies(transport, [*bad_replies, *unsigned, *foreign, *unasked]))
     assert runner.engine.done
     assert_equals_reference(maps(runner), SMALL)
     assert runner.stats.bad_messages == len(bad_replies)
+    assert runner.stats.refused["unsigned"] == len(unsigned)
     assert runner.stats.foreign_messages == len(foreign)
-    assert runner.engine.counts.unknown == 1 and runner.engine.counts.duplicates == 0
+    assert runner.stats.unsolicited_fits == 1 and runner.engine.counts.duplicates == 0
     dropped = backend.work_dropped(transport)
     if dropped is not None:
         assert dropped == len(bad_work)
     if backend.name == "embedded":
         assert transport.replaced == 0  # type: ignore[attr-defined]  # the workers lived through it
+
+
+def test_a_forged_result_does_not_move_the_best_fit(backend: Harness) -> None:
+    """Issue 12's first probe: replies with the right scan id and llh -2e9, on the results queue before
+    the workers start, unsigned, signed with another key, or signed with the scan's key (an insider)
+    for a fit never sent out: none is taken, each is counted, and the result equals the reference."""
+    spec = backend.spec(SMALL)
+    sid = spec.scan_id
+    forged = {**_reply(sid, 1, 8, [700], [0]), "llh": [-2e9]}
+    transport = backend.server(spec)
+    injected = [forged, seal(forged, "result", new_key()), seal(forged, "result", spec.key)]
+    runner = run(spec, backend.inject_replies(transport, injected))
+    assert_complete_once(runner, SMALL)
+    best = runner.engine.best()
+    assert best is not None and best.llh > -1e9
+    dropped = runner.manifest()["dropped"]
+    assert dropped["unsigned_messages"] == 1 and dropped["forged_messages"] == 1
+    assert dropped["unsolicited_fits"] == 1  # the insider's fit of pixel 700 was not outstanding
+    assert runner.engine.counts.duplicates == 0
 
 
 def test_server_restart_resumes_from_its_checkpoint(backend: Harness, tmp_path: Path) -> None:

@@ -70,22 +70,35 @@ def _load(startup: dict[str, Any]) -> Any:
     return PixelWorker(event, startup["reco_algo"], startup.get("reco_options") or {}, name)
 
 
+def startup_key(startup: dict[str, Any], path: Path) -> bytes:
+    """The scan's signing key from the client-startup JSON (never logged)."""
+    try:
+        key = bytes.fromhex(str(startup["scan_key"]))
+    except ValueError:
+        raise ConfigError(f"{path}: 'scan_key' is not a hex key") from None
+    if len(key) < 16:
+        raise ConfigError(f"{path}: 'scan_key' is too short")
+    return key
+
+
 def _single(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
+    from ..signing import Verifier, seal
     from ..transport.mq import read_startup_json
     from ..transport.worker_loop import intake
 
     startup = read_startup_json(args.client_startup_json)
+    key = startup_key(startup, args.client_startup_json)
     try:
         raw = args.infile.read_bytes()
     except OSError as e:
         raise ConfigError(f"{args.infile}: cannot read ({e.strerror})") from None
     try:
-        work = intake(raw, startup["scan_id"])  # the same intake as the long-lived loop
+        work = intake(raw, startup["scan_id"], Verifier(key, "work"))  # the same intake as the long-lived loop
     except MessageError as e:
         raise MessageError(f"{args.infile}: {e}") from None
     reply = _load(startup).handle(work)
-    atomic_write_text(args.outfile, json.dumps(reply.to_dict(), allow_nan=False))
+    atomic_write_text(args.outfile, json.dumps(seal(reply.to_dict(), "result", key)))
     return 0
 
 
@@ -99,6 +112,7 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
     client = cfg.SKYSCAN_BROKER_CLIENT if cfg.SKYSCAN_BROKER_ADDRESS else startup["broker_client"]
     settings = broker_settings(cfg, address, client)
     settings.make_queue(startup["queue_to_clients"])  # a bad broker type or missing extra: one-line error now
+    key = startup_key(startup, args.client_startup_json)
     worker = _load(startup)
     scan_id = startup["scan_id"]
     LOGGER.info("client for scan %s: reco %s, broker %s at %s, queues %s -> %s", scan_id, startup["reco_algo"],
@@ -106,7 +120,7 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
                 startup["queue_from_clients"])
     channel = MQWorkerChannel(settings, startup["queue_to_clients"], startup["queue_from_clients"],
                               worker.client_name)
-    await serve(channel, worker.handle, scan_id, first_wait_s=cfg.SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE,
+    await serve(channel, worker.handle, scan_id, key, first_wait_s=cfg.SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE,
                 idle_s=cfg.SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE, session_idle_s=SESSION_IDLE_S)
     return 0
 

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except SkyScanError as e:
         from ..console import remove_empty_dirs
 
+        _release_lock(args, made)
         remove_empty_dirs(made)
         print(f"skymap_scanner.server: error: {e}", file=sys.stderr)
         return 2
@@ -96,6 +97,27 @@ def main(argv: list[str] | None = None) -> int:
         print("skymap_scanner.server: interrupted; results collected so far are in the checkpoint "
               "(--cache-dir) if one was given", file=sys.stderr)
         return 130
+    finally:
+        _release_lock(args, [])
+
+
+def _release_lock(args: argparse.Namespace, made: list[Path]) -> None:
+    """Release the --cache-dir lock (an in-process caller may run the scan again). A cache dir that this
+    failed run created and that holds only the lock and the scan's key is emptied, so it can be removed."""
+    lock = getattr(args, "cache_lock", None)
+    if lock is None:
+        return
+    args.cache_lock = None
+    lock.close()
+    cache = None if args.cache_dir is None else Path(args.cache_dir)
+    if cache is not None and any(cache.resolve() == Path(m).resolve() for m in made):
+        from ..dirlock import LOCK_NAME
+
+        left = list(cache.iterdir())
+        # only the lock and a scan key (made before any result was checkpointed): nothing worth keeping
+        if all(f.name == LOCK_NAME or f.suffix == ".key" for f in left):
+            for f in left:
+                f.unlink(missing_ok=True)
 
 
 def _run(args: argparse.Namespace, made: list[Path]) -> int:
@@ -106,6 +128,11 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
 
     cfg = read_env_config()
     setup_logging(cfg)
+    made += prepare_dirs(("--output-dir", args.output_dir), ("--cache-dir", args.cache_dir))
+    if args.cache_dir is not None:
+        from ..dirlock import lock_cache_dir
+
+        args.cache_lock = lock_cache_dir(args.cache_dir)  # held until this process ends
     event = load_event(args.event_file)
     reco_options = dict(args.reco_option)
     if args.reco_algo == "external" and "command" not in reco_options and cfg.SKYSCAN_EXTERNAL_RECO:
@@ -124,10 +151,9 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
         args.predictive_scanning_threshold, max_attempts=cfg.SKYSCAN_MAX_ATTEMPTS,
         batch_size=cfg.SKYSCAN_BATCH_SIZE, lease_min_s=cfg.SKYSCAN_LEASE_MIN_SEC,
         progress_interval_s=cfg.SKYSCAN_PROGRESS_INTERVAL_SEC, result_interval_s=cfg.SKYSCAN_RESULT_INTERVAL_SEC,
-        timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS,
+        timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS, timeout_no_fit_s=cfg.SKYSCAN_TIMEOUT_NO_FIT_SEC,
         cache_dir=args.cache_dir, pointing=pointing,
     )
-    made += prepare_dirs(("--output-dir", args.output_dir), ("--cache-dir", args.cache_dir))
     LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
                 len(event.pulses), event.pulses.n_doms, event.pulses.qtot_pe)
     from ..transport.registry import TransportOptions, backend_name, make_server_transport

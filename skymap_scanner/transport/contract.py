@@ -23,8 +23,6 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from ..messages import ResultMessage
-
 
 class ServerTransport(ABC):
     """Send work payloads (JSON-ready dicts), receive result payloads."""
@@ -65,8 +63,8 @@ class WorkerSession(ABC):
         """Raw work payloads (bytes, str or dict), until the session ends (idle, closed)."""
 
     @abstractmethod
-    async def reply(self, msg: ResultMessage) -> None:
-        """Send the reply for the delivery being handled."""
+    async def reply(self, payload: dict[str, Any]) -> None:
+        """Send the reply (a signed envelope, see :mod:`skymap_scanner.signing`) for the delivery being handled."""
 
     async def keepalive(self) -> None:  # noqa: B027 - optional hook; most backends need nothing
         """Service the connection while a fit runs in a thread."""

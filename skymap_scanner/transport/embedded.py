@@ -23,7 +23,6 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
 from ..errors import SkyScanError
-from ..messages import ResultMessage, encode
 from .contract import ServerTransport, WorkerChannel, WorkerSession
 from .worker_loop import serve
 
@@ -42,8 +41,8 @@ class _PipeSession(WorkerSession):
                 return
             yield raw
 
-    async def reply(self, msg: ResultMessage) -> None:
-        self.channel.out.send_bytes(encode(msg))
+    async def reply(self, payload: dict[str, Any]) -> None:
+        self.channel.out.send_bytes(json.dumps(payload, separators=(",", ":")).encode())
 
 
 class EmbeddedWorkerChannel(WorkerChannel):
@@ -64,7 +63,7 @@ class EmbeddedWorkerChannel(WorkerChannel):
 
 
 def _worker_main(event_doc: dict[str, Any], reco_name: str, reco_options: dict[str, str],
-                 in_q: Any, out: Connection, name: str, scan_id: str | None) -> None:
+                 in_q: Any, out: Connection, name: str, scan_id: str | None, key: bytes) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server handles Ctrl-C and stops us
@@ -77,7 +76,7 @@ def _worker_main(event_doc: dict[str, Any], reco_name: str, reco_options: dict[s
         out.send_bytes(f"failed:{name}:{type(e).__name__}: {e}".encode())
         return
     out.send_bytes(f"ready:{name}".encode())
-    asyncio.run(serve(EmbeddedWorkerChannel(in_q, out, name), worker.handle, scan_id, log_every=0))
+    asyncio.run(serve(EmbeddedWorkerChannel(in_q, out, name), worker.handle, scan_id, key, log_every=0))
 
 
 class EmbeddedTransport(ServerTransport):
@@ -88,12 +87,13 @@ class EmbeddedTransport(ServerTransport):
     mode = "embedded"
 
     def __init__(self, event_doc: dict[str, Any], reco_name: str, reco_options: Mapping[str, str] | None,
-                 n_workers: int, scan_id: str | None = None) -> None:
+                 n_workers: int, scan_id: str | None, key: bytes) -> None:
         if n_workers < 1:
             raise ValueError("n_workers must be >= 1")
         self._ctx = mp.get_context("spawn")
         self._args = (event_doc, reco_name, dict(reco_options or {}))
         self.scan_id = scan_id
+        self._key = key
         self.n_workers = n_workers
         self.max_in_flight_batches = 3 * n_workers
         self._in: Any = self._ctx.Queue()
@@ -105,7 +105,8 @@ class EmbeddedTransport(ServerTransport):
         self._spawned += 1
         reader, writer = self._ctx.Pipe(duplex=False)
         p = self._ctx.Process(target=_worker_main, args=(*self._args, self._in, writer,
-                                                        f"local-worker-{self._spawned}", self.scan_id), daemon=True)
+                                                        f"local-worker-{self._spawned}", self.scan_id, self._key),
+                             daemon=True)
         p.start()
         writer.close()  # only the worker writes: its death then reads as EOF here
         self._procs[p] = reader

@@ -36,7 +36,6 @@ from ..atomic import atomic_write_text
 from ..config import EnvConfig
 from ..errors import ConfigError, SkyScanError
 from ..events import native
-from ..messages import ResultMessage
 from .backoff import Backoff
 from .contract import ServerTransport, WorkerChannel, WorkerSession
 
@@ -177,7 +176,8 @@ class MQServerTransport(ServerTransport):
         self.settings.make_queue(self.to_clients)  # a bad broker type or missing extra: fail now, not in a thread
         self._pub.start()
         self._sub.start()
-        atomic_write_text(self.startup_json, json.dumps(self.startup_doc, indent=1))
+        # it holds the scan's signing key: readable by its owner only (mode 600)
+        atomic_write_text(self.startup_json, json.dumps(self.startup_doc, indent=1), mode=0o600)
         LOGGER.info("wrote client-startup JSON %s (queues %s / %s)", self.startup_json, self.to_clients,
                     self.from_clients)
 
@@ -264,8 +264,8 @@ class _MQSession(WorkerSession):
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._sub.__aiter__()  # type: ignore[no-any-return]
 
-    async def reply(self, msg: ResultMessage) -> None:
-        await self._pub.send(msg.to_dict())
+    async def reply(self, payload: dict[str, Any]) -> None:
+        await self._pub.send(payload)
 
     async def keepalive(self) -> None:
         for conn in self._pika:
@@ -336,6 +336,7 @@ def make_server_transport(cfg: EnvConfig, spec: Any, startup_json: Path) -> MQSe
         "reco_algo": spec.reco_name,
         "reco_options": dict(spec.reco_options),
         "nsides": progression_str(spec.steps),
+        "scan_key": spec.key.hex(),  # the HMAC key of every message (the file is mode 600; never logged)
         "event": native.to_dict(spec.event),
     }
     return MQServerTransport(settings, spec.scan_id, startup_json, doc)
@@ -351,8 +352,8 @@ def read_startup_json(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a readable client-startup JSON ({type(e).__name__})") from None
     if not isinstance(doc, dict) or doc.get("format") != STARTUP_FORMAT:
         raise ConfigError(f"{path}: not a {STARTUP_FORMAT} document")
-    for key in ("scan_id", "broker_client", "broker_address", "queue_to_clients", "queue_from_clients",
-                "reco_algo", "event"):
+    for key in ("scan_id", "scan_key", "broker_client", "broker_address", "queue_to_clients",
+                "queue_from_clients", "reco_algo", "event"):
         if key not in doc:
             raise ConfigError(f"{path}: missing '{key}'")
     return doc

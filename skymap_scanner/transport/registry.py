@@ -38,13 +38,13 @@ def _embedded(cfg: EnvConfig, spec: ScanSpec, opts: TransportOptions) -> ServerT
         raise ConfigError("--client-startup-json is for broker mode; set SKYSCAN_BROKER_ADDRESS "
                           "(or drop the option for an embedded scan)")
     return EmbeddedTransport(native.to_dict(spec.event), spec.reco_name, spec.reco_options, opts.local_workers,
-                             scan_id=spec.scan_id)
+                             scan_id=spec.scan_id, key=spec.key)
 
 
 def _stub(cfg: EnvConfig, spec: ScanSpec, opts: TransportOptions) -> ServerTransport:
     from .stub import StubTransport
 
-    return StubTransport(spec.event, spec.reco_name, spec.reco_options, spec.scan_id)
+    return StubTransport(spec.event, spec.reco_name, spec.reco_options, spec.scan_id, spec.key)
 
 
 def _broker(cfg: EnvConfig, spec: ScanSpec, opts: TransportOptions) -> ServerTransport:

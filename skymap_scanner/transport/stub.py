@@ -17,7 +17,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ..events.model import Event
-from ..messages import ResultMessage, WorkMessage, encode
+from ..messages import ResultMessage, WorkMessage
+from ..signing import new_key
 from .backoff import Backoff
 from .contract import ServerTransport, WorkerChannel, WorkerSession
 from .worker_loop import ServeStats, serve
@@ -59,8 +60,8 @@ class _StubSession(WorkerSession):
         self.q.work.extendleft(reversed(self.q.unacked))
         self.q.unacked.clear()
 
-    async def reply(self, msg: ResultMessage) -> None:
-        self.q.replies.append(encode(msg))
+    async def reply(self, payload: dict[str, Any]) -> None:
+        self.q.replies.append(json.dumps(payload, separators=(",", ":")).encode())
 
 
 class StubChannel(WorkerChannel):
@@ -96,7 +97,7 @@ class StubTransport(ServerTransport):
     mode = "stub"
 
     def __init__(self, event: Event | None = None, reco_name: str = "", reco_options: Mapping[str, str] | None = None,
-                 scan_id: str | None = None, *, handler: Handler | None = None, max_in_flight_batches: int = 8,
+                 scan_id: str | None = None, key: bytes | None = None, *, handler: Handler | None = None, max_in_flight_batches: int = 8,
                  auto_join: bool = True) -> None:
         if handler is None:
             if event is None:
@@ -106,6 +107,7 @@ class StubTransport(ServerTransport):
             handler = PixelWorker(event, reco_name, reco_options, "stub-worker").handle
         self.handler: Handler = handler
         self.scan_id = scan_id
+        self.key = key or new_key()
         self.max_in_flight_batches = max_in_flight_batches
         self.auto_join = auto_join
         self.queues = StubQueues()
@@ -122,7 +124,7 @@ class StubTransport(ServerTransport):
         """Run the worker loop until every queued work message is handled (replies are then waiting)."""
         # no clock in the stub: a failing handler is retried at once (a broker would wait its back-off)
         quick = Backoff(first_s=1e-4, max_s=1e-4)
-        stats = asyncio.run(serve(StubChannel(self.queues), self.handler, self.scan_id, backoff=quick, log_every=0))
+        stats = asyncio.run(serve(StubChannel(self.queues), self.handler, self.scan_id, self.key, backoff=quick, log_every=0))
         self.stats.done += stats.done
         self.stats.dropped += stats.dropped
         self.stats.reconnects += stats.reconnects

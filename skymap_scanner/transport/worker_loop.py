@@ -1,8 +1,9 @@
 """The one worker loop: embedded worker processes, broker clients and the in-memory stub all run
 :func:`serve` over their :class:`~skymap_scanner.transport.contract.WorkerChannel`.
 
-Per delivery: :func:`intake` turns the raw payload into a :class:`WorkMessage` (or drops it, counted and
-logged), the handler fits it, the reply goes out, and only then is the delivery acknowledged (by asking
+Per delivery: :func:`intake` checks the signature and turns the raw payload into a :class:`WorkMessage`
+(or drops it, counted and logged), the handler fits it, the reply goes out signed with the scan's key,
+and only then is the delivery acknowledged (by asking
 the session for the next one). A failing connection is re-opened after the :class:`Backoff` delay; the
 loop ends when the channel closes or no work came for the idle limit.
 """
@@ -16,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import MessageError
-from ..intake import accept_work
+from ..intake import DropLog, accept_work
 from ..messages import ResultMessage, WorkMessage
+from ..signing import Verifier, seal
 from .backoff import Backoff
 from .contract import WorkerChannel, WorkerSession
 
@@ -51,12 +53,14 @@ async def fit_keeping_alive(handle: Handler, work: WorkMessage, session: WorkerS
         await session.keepalive()
 
 
-async def serve(channel: WorkerChannel, handle: Handler, scan_id: str | None, *,
+async def serve(channel: WorkerChannel, handle: Handler, scan_id: str | None, key: bytes, *,
                 first_wait_s: float | None = None, idle_s: float | None = None, session_idle_s: float = 5.0,
                 backoff: Backoff | None = None, log_every: int = 50, stats: ServeStats | None = None) -> ServeStats:
     """Fit work from ``channel`` until it closes, or until no work came for ``first_wait_s`` (before the
     first delivery) / ``idle_s`` (after it); ``None`` waits without limit. Counts go to ``stats`` (live)."""
     stats = ServeStats() if stats is None else stats
+    verifier = Verifier(key, "work")  # no replay check: a redelivered batch is legitimate work
+    drops = DropLog(LOGGER, f"a work message ({channel.name})")
     backoff = backoff or Backoff()
     t_last = time.monotonic()
     limit: float | None = first_wait_s
@@ -77,13 +81,13 @@ async def serve(channel: WorkerChannel, handle: Handler, scan_id: str | None, *,
                     t_last = time.monotonic()
                     backoff.succeeded()
                     try:
-                        work = intake(raw, scan_id)
+                        work = intake(raw, scan_id, verifier)
                     except MessageError as e:
                         stats.dropped += 1
-                        LOGGER.warning("%s dropped a work message: %s", channel.name, e)
+                        drops.drop(e)
                     else:
                         reply = await fit_keeping_alive(handle, work, session)
-                        await session.reply(reply)
+                        await session.reply(seal(reply.to_dict(), "result", key))
                         stats.done += 1
                         if log_every and stats.done % log_every == 0:
                             LOGGER.info("%s: %d work messages done", channel.name, stats.done)
