@@ -38,7 +38,7 @@ RUN if ! python3 -c "import ensurepip, venv" 2>/dev/null; then \
 
 WORKDIR /src
 # The dependencies first, from pyproject.toml alone (with a placeholder package), so that a change to the code
-# or the README reuses this layer (a rebuild then takes ~45 s, not ~110 s); both Dockerfiles share it.
+# or the README reuses this layer (a rebuild then takes 30-45 s, not ~110 s); both Dockerfiles share it.
 COPY pyproject.toml ./
 # hadolint ignore=DL3013
 RUN mkdir skymap_scanner && touch README.md skymap_scanner/__init__.py \

@@ -85,14 +85,22 @@ def images() -> Images:
         assert proc.returncode == 0, proc.stderr[-3000:]
         base = proc.stdout.strip().splitlines()[-1]
     plain, pulsar = f"plain-{CHECKOUT}", f"pulsar-{CHECKOUT}"
+    label = f"{IMAGE_NAME}={CHECKOUT}"
     for dockerfile, tag in (("Dockerfile", plain), ("Dockerfile_pulsar", pulsar)):
         t0 = time.monotonic()
-        proc = run(["docker", "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
-                    "-f", str(ROOT / dockerfile), "-t", f"{IMAGE_NAME}:{tag}", str(ROOT)], timeout=1200)  # fmt: skip
+        # the build stage is tagged too: it holds the dependency layer, which the prune below must keep
+        for target in (
+            ["--target", "build", "-t", f"{IMAGE_NAME}:{tag}-build"],
+            ["-t", f"{IMAGE_NAME}:{tag}"],
+        ):
+            proc = run(["docker", "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
+                        "--label", label, "-f", str(ROOT / dockerfile), *target, str(ROOT)], timeout=1200)  # fmt: skip
+            assert proc.returncode == 0, (
+                f"{dockerfile} did not build:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            )
         seconds[dockerfile] = time.monotonic() - t0
-        assert proc.returncode == 0, (
-            f"{dockerfile} did not build:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-        )
+    # every code change leaves the previous images untagged (~500 MB each): drop this checkout's, only them
+    run(["docker", "image", "prune", "--force", "--filter", f"label={label}"], timeout=300)
     print(f"\n[containers] base {base}; seconds: {json.dumps({k: round(v, 1) for k, v in seconds.items()})}")
     return Images(base, plain, pulsar, seconds)
 
