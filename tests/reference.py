@@ -64,5 +64,10 @@ def assert_equals_reference(npz: Path | dict[str, Any], ref: Reference) -> None:
         for name in FIT_FIELDS:
             assert np.array_equal(g[name], w[name], equal_nan=True), f"{key}: {name} differs"
     if "header" in got:
-        assert got["header"].dtype == want["header"].dtype
-        assert got["header"].tolist() == want["header"].tolist()
+        # the header may grow columns (issue 15 added ``provenance``); every stored column stays, unchanged
+        gh, wh = got["header"], want["header"]
+        missing = set(wh.dtype.names or ()) - set(gh.dtype.names or ())
+        assert not missing, f"header lost columns {sorted(missing)}"
+        for name in wh.dtype.names or ():
+            assert gh.dtype[name] == wh.dtype[name], f"header column {name}: {gh.dtype[name]} != {wh.dtype[name]}"
+            assert gh[name].tolist() == wh[name].tolist(), f"header column {name} differs"

@@ -441,22 +441,26 @@ def test_hanging_and_garbage_children_are_restarted_and_attempts_count(tmp_path:
     assert_same_maps(tmp_path / NPZ, reference)
 
 
-def test_every_fit_fails_scan_completes_with_nan(tmp_path: Path) -> None:
-    """A child that dies at every fit request, on the realtime pickle of the sample alert."""
+def test_every_fit_fails_the_scan_ends_non_zero_with_the_nan_partial_kept(tmp_path: Path) -> None:
+    """A child that dies at every fit request, on the realtime pickle of the sample alert: every fit counts
+    as failed, and a scan with no direction at all fails truthfully (issue 12): one line, exit 2, the all-NaN
+    partial result kept under its partial name."""
     proc = scan(tmp_path, ["--reco-algo", "external", "--reco-option", f"command={PY_CHILD}",
                            "--reco-option", "crash_always=true", "--reco-option", "max_restarts=1",
                            "--reco-option", "n_posvar=1"],
                 env={"SKYSCAN_MAX_ATTEMPTS": "2"}, event=BRONZE_PKL)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("skymap_scanner.server: error: every fit failed")
     # the event came from a realtime message: its frames reached the children through the workers
     assert "with 5 realtime frames (GCDQP)" in proc.stderr
-    res = load_result(tmp_path / NPZ)
+    (partial,) = sorted(tmp_path.glob("*.partial.npz"))
+    res = load_result(partial)
     assert res.maps[8].size == 768 and np.isnan(res.maps[8]["llh"]).all()
     assert res.maps[64].size == 0  # nothing to refine around
     assert "gave up after 1 restarts" in proc.stderr
     assert "gave up on" in proc.stderr and "recorded as failed (NaN)" in proc.stderr
     manifest = json.loads((tmp_path / "scan-manifest.json").read_text())
-    assert manifest["complete"] and manifest["failures"]["failed_fits"] == 768
+    assert manifest["failures"]["failed_fits"] == 768
 
 
 # -- over RabbitMQ --------------------------------------------------------------------------------------
