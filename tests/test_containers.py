@@ -302,7 +302,9 @@ def container_scan(images: Images, tmp_path_factory: pytest.TempPathFactory) -> 
         deadline = time.monotonic() + 120
         while victim is None and time.monotonic() < deadline:
             running = [c for c in containers_mounting(tmp) if "skymap_scanner.client" in c["Args"]]
-            done = (cache.exists() and any(cache.rglob("*"))) or "done" in log_tail("server").lower()
+            # results checkpointed (the lock and the scan's key are there from the start: not results)
+            done = (cache.exists() and any(f.name != ".server.lock" and f.suffix != ".key"
+                                           for f in cache.rglob("*"))) or "done" in log_tail("server").lower()
             if len(running) == 2 and done:
                 victim = running[0]
             else:
@@ -373,7 +375,9 @@ def test_scan_survives_a_client_killed_mid_scan(container_scan: ContainerScan) -
 def test_single_message_client_in_the_image(container_scan: ContainerScan, tmp_path: Path) -> None:
     """The EWMS pilot's task: one work message from --infile, the reply to --outfile, in the image."""
     from skymap_scanner.events import event_from_json_dict
-    from skymap_scanner.messages import WorkMessage, decode_result
+    from skymap_scanner.intake import accept_result
+    from skymap_scanner.messages import WorkMessage
+    from skymap_scanner.signing import Verifier, seal
     from skymap_scanner.transport.mq import read_startup_json
     from skymap_scanner.worker import PixelWorker
 
@@ -388,13 +392,14 @@ def test_single_message_client_in_the_image(container_scan: ContainerScan, tmp_p
     task.mkdir()
     task.chmod(0o777)
     infile, outfile = task / "in.json", task / "reply" / "out.json"
-    infile.write_text(json.dumps(work.to_dict()))
+    key = bytes.fromhex(startup["scan_key"])  # every message is signed with the scan's key (issue 12)
+    infile.write_text(json.dumps(seal(work.to_dict(), "work", key)))
     outfile.parent.mkdir()
     outfile.parent.chmod(0o777)
     proc = run(["bash", str(LAUNCH_CLIENT), "--client-startup-json", str(container_scan.startup),
                 "--infile", str(infile), "--outfile", str(outfile)], timeout=180, env=container_scan.env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    reply = decode_result(outfile.read_bytes())
+    reply = accept_result(outfile.read_bytes(), startup["scan_id"], Verifier(key, "result"))
     event = event_from_json_dict(startup["event"], "startup event")
     expected = PixelWorker(event, startup["reco_algo"], startup["reco_options"], "host").handle(work)
     assert reply.batch_id == 424242 and reply.scan_id == startup["scan_id"]
@@ -403,7 +408,7 @@ def test_single_message_client_in_the_image(container_scan: ContainerScan, tmp_p
     assert reply.errors == (None,) * n
     # a message for another scan is refused, with a one-line error and no reply
     other = task / "other.json"
-    other.write_text(json.dumps({**work.to_dict(), "scan_id": "not-this-scan"}))
+    other.write_text(json.dumps(seal({**work.to_dict(), "scan_id": "not-this-scan"}, "work", key)))
     bad_out = task / "reply" / "bad.json"
     proc = run(["bash", str(LAUNCH_CLIENT), "--client-startup-json", str(container_scan.startup),
                 "--infile", str(other), "--outfile", str(bad_out)], timeout=180, env=container_scan.env)  # fmt: skip

@@ -40,9 +40,10 @@ def test_server_reads_realtime_pickle(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+# 768 random draws at 1%: no crash at all has probability 0.99**768 = 4e-4 (at 0.3% it was 10%, a flaky test)
 def test_dying_workers_are_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     proc = run_server(["--event-file", str(SAMPLE), "--reco-algo", "crash_dummy", "--reco-option",
-                       "crash_probability=0.003", "--reco-option", "flaky=true", "--reco-option", "crash_mode=exit",
+                       "crash_probability=0.01", "--reco-option", "flaky=true", "--reco-option", "crash_mode=exit",
                        "--reco-option", "n_posvar=1", "--output-dir", str(tmp_path), "--local-workers", "2",
                        "--nsides", "8:0", "--no-products"],
                       env={"SKYSCAN_LEASE_MIN_SEC": "2", "SKYSCAN_MAX_ATTEMPTS": "50", "SKYSCAN_BATCH_SIZE": "16"})
