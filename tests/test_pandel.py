@@ -12,7 +12,7 @@ from skymap_scanner.errors import ConfigError
 from skymap_scanner.events.model import Event, Pulses
 from skymap_scanner.recos import _pandel as pm
 from skymap_scanner.recos import get_reco
-from skymap_scanner.recos._pandel_prep import first_pulses, line_fit, seeded_rt_mask
+from skymap_scanner.recos._pandel_prep import first_pulses, line_fit, muon_pulse_mask
 from skymap_scanner.recos.base import Vertex
 from skymap_scanner.recos.pandel_mpe import PandelMPE
 from skymap_scanner.utils.simulate import comes_from_unit, simulate_track
@@ -179,7 +179,7 @@ def test_seeded_rt_cleaning_drops_isolated_hits() -> None:
     y = [0.0, 0.0, 0.0, -521.0]
     z = [0.0, -17.0, -34.0, 496.0]
     pulses = Pulses.build(string, om, t, [1.0] * 4, [True, True, True, False], x, y, z)
-    keep = seeded_rt_mask(pulses)
+    keep = muon_pulse_mask(pulses)
     assert keep.tolist() == [False, True, True, True]  # sorted by string: the string-1 hit is first
     hits = first_pulses(pulses.select(keep))
     assert hits.t1_ns.size == 3

@@ -31,8 +31,7 @@ from . import _icemc
 
 F64 = npt.NDArray[np.float64]
 
-C_VACUUM_M_PER_NS = 0.299792458
-C_GROUP_M_PER_NS = C_VACUUM_M_PER_NS / _icemc.N_GROUP
+C_GROUP_M_PER_NS = _icemc.C_VACUUM_M_PER_NS / _icemc.N_GROUP
 ICE_SURFACE_Z_M = 1948.07  # IceCube z = 1948.07 m - depth
 LAMBDA_P_PER_EFF = 2.20  # Pandel lambda / effective scattering length (photon MC, g = 0.9)
 TAU_PER_EFF = 4.15  # Pandel tau * c_group / effective scattering length (photon MC, g = 0.9)

@@ -26,6 +26,7 @@ fit has no DOM orientation term either). Pure numpy, no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from scipy import optimize, special
 
 F64 = npt.NDArray[np.float64]
 
+C_VACUUM_M_PER_NS = 0.299792458
 N_PHASE = 1.3195
 N_GROUP = 1.35634
 THETA_C_RAD = math.acos(1.0 / N_PHASE)
@@ -147,27 +149,6 @@ def fit_pandel_scaling(tallies: list[Tally], abs_over_eff: float) -> tuple[float
     return lam_p, tau
 
 
-def sample_delays(rng: np.random.Generator, tallies: list[Tally], rho_over_eff: F64, abs_over_eff: F64) -> F64:
-    """Draw one delay (units of lambda_e) per entry from the Monte Carlo tallies themselves.
-
-    For a simulator that is not the fit's model: the nearest tallied radius (in log rho) and the
-    MC's own delay distribution, absorption-weighted, with no Pandel form anywhere.
-    """
-    radii = np.array([t.rho for t in tallies])
-    idx = np.abs(np.log(np.maximum(rho_over_eff, 1e-3))[:, None] - np.log(radii)[None, :]).argmin(axis=1)
-    out = np.empty(rho_over_eff.size)
-    for k in np.unique(idx):
-        sel = np.flatnonzero(idx == k)
-        t = tallies[int(k)]
-        for a in np.unique(np.round(abs_over_eff[sel], 1)):
-            sub = sel[np.round(abs_over_eff[sel], 1) == a]
-            w = t.weight * np.exp(-t.delay / max(float(a), 0.1))
-            cdf = np.cumsum(w)
-            pick = np.searchsorted(cdf, rng.random(sub.size) * cdf[-1])
-            out[sub] = t.delay[np.minimum(pick, t.delay.size - 1)]
-    return out
-
-
 # -- a shipped histogram of the Monte Carlo, for simulators --------------------------------------------------
 
 DELAY_TABLE_FORMAT = "skymap-scanner-photon-delays/1"
@@ -195,6 +176,7 @@ class DelayTable:
     g: float
 
 
+@functools.lru_cache(maxsize=1)
 def load_delay_table() -> DelayTable:
     """Read the shipped histograms (checked: format, shapes, finite non-negative rows)."""
     import json
@@ -211,9 +193,6 @@ def load_delay_table() -> DelayTable:
     return DelayTable(radii, edges, hist, int(doc["n_photons"]), float(doc["g"]))
 
 
-_TABLE: list[DelayTable] = []
-
-
 def sample_delays_ns(rng: np.random.Generator, d_m: npt.ArrayLike, scat_eff_m: npt.ArrayLike,
                      abs_m: npt.ArrayLike) -> F64:
     """Photon delays (ns) after the direct light, drawn from the shipped photon-MC histograms.
@@ -223,9 +202,7 @@ def sample_delays_ns(rng: np.random.Generator, d_m: npt.ArrayLike, scat_eff_m: n
     absorption of its extra path, exp(-delay / lambda_a), and a delay drawn uniformly inside the chosen bin.
     For simulators: no Pandel form anywhere.
     """
-    if not _TABLE:
-        _TABLE.append(load_delay_table())
-    tab = _TABLE[0]
+    tab = load_delay_table()
     d = np.asarray(d_m, dtype=np.float64).ravel()
     le = np.broadcast_to(np.asarray(scat_eff_m, dtype=np.float64), d.shape)
     la = np.broadcast_to(np.asarray(abs_m, dtype=np.float64), d.shape)
@@ -246,5 +223,3 @@ def sample_delays_ns(rng: np.random.Generator, d_m: npt.ArrayLike, scat_eff_m: n
         out[sel] = (lo + rng.random(sel.size) * (hi - lo)) * le[sel]
     return out / (C_VACUUM_M_PER_NS / N_GROUP)
 
-
-C_VACUUM_M_PER_NS = 0.299792458

@@ -17,44 +17,6 @@ F64 = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-def seeded_rt_mask(
-    pulses: Pulses, radius_m: float = 150.0, window_ns: float = 1000.0, iterations: int = 3
-) -> BoolArray:
-    """Seeded-RT hit cleaning: start from the HLC pulses, then grow by RT neighbours.
-
-    A pulse joins when a kept pulse on ANOTHER DOM lies within ``radius_m`` and ``window_ns``;
-    isolated noise hits never join. Without any HLC pulse the seeds are the pulses with at
-    least one RT neighbour (classic RT cleaning).
-    """
-    n = len(pulses)
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    pos = np.stack([pulses.x_m, pulses.y_m, pulses.z_m], axis=1)
-    t = pulses.time_ns
-    dom = pulses.string * 100 + pulses.om
-
-    def neighbours_of(kept: BoolArray) -> BoolArray:
-        idx = np.flatnonzero(kept)
-        out = np.zeros(n, dtype=bool)
-        for start in range(0, n, 2048):  # bounded memory: (2048 x kept) matrices
-            sl = slice(start, min(n, start + 2048))
-            d2 = ((pos[sl, None, :] - pos[None, idx, :]) ** 2).sum(-1)
-            near = (d2 <= radius_m**2) & (np.abs(t[sl, None] - t[None, idx]) <= window_ns)
-            near &= dom[sl, None] != dom[None, idx]
-            out[sl] = near.any(axis=1)
-        return out
-
-    kept = pulses.lc.copy()
-    if not kept.any():
-        kept = neighbours_of(np.ones(n, dtype=bool))
-    for _ in range(iterations):
-        grown = kept | neighbours_of(kept)
-        if (grown == kept).all():
-            break
-        kept = grown
-    return kept
-
-
 def muon_pulse_mask(pulses: Pulses) -> BoolArray:
     """The pulses IceCube's online muon fits use: seeded RT cleaning (HLC core seeds, 150 m, 1000 ns,
     up to 3 iterations), then the 6000 ns window holding the most pulses, strings <= 78.
