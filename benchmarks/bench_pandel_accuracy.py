@@ -55,12 +55,12 @@ def best_radec(result) -> tuple[int, int, float, float, float]:  # type: ignore[
     return nside, pixel, llh, float(ra), float(dec)
 
 
-def truth_llh(event, truth, best_row) -> float:  # type: ignore[no-untyped-def]
+def truth_llh(event, truth, best_row, options: dict[str, str]) -> float:  # type: ignore[no-untyped-def]
     """Best pandel_mpe llh at the true direction: every variation, plus the best pixel's vertex as seed."""
     from skymap_scanner.recos.base import Vertex
     from skymap_scanner.recos.pandel_mpe import PandelMPE
 
-    reco = PandelMPE()
+    reco = PandelMPE(options)
     prep = reco.prepare(event)
     llhs = [reco.fit(prep, truth.zenith_rad, truth.azimuth_rad, pv, None).llh for pv in range(reco.n_posvar)]
     seed = Vertex(float(best_row["X"]), float(best_row["Y"]), float(best_row["Z"]), float(best_row["T"]))
@@ -74,31 +74,48 @@ def run_simulated(args: argparse.Namespace) -> None:
 
     out = open(args.out, "a") if args.out else None  # noqa: SIM115 - closed below
     try:
-        for ice in args.ice:
-            rng = np.random.default_rng(args.seed)
+        for ice, reco_ice in [(i, r) for i in args.ice for r in args.reco_ice]:
+            rng = np.random.default_rng(args.seed)  # the same tracks for every reco ice
+            options = {"ice": reco_ice}
+            label = f"{ice}/{reco_ice}"
             rows = []
             t_ice = time.perf_counter()
             for i in range(1, args.n_tracks + 1):
                 impact = None if ice == "realistic" else args.impact_max_m
                 event, truth = random_track(rng, ice=ice, impact_max_m=impact, event_id=i, run_id=args.seed)
+                if i <= args.skip:
+                    continue
                 t = time.perf_counter()
-                result = scan_event(event, "pandel_mpe", nsides=args.nsides, local_workers=args.local_workers)
+                result = scan_event(event, "pandel_mpe", nsides=args.nsides, local_workers=args.local_workers,
+                                    reco_options=options)
                 wall = time.perf_counter() - t
+                if args.save_dir:
+                    d = Path(args.save_dir) / f"{ice}-{reco_ice}-seed{args.seed}-{i:04d}"
+                    d.mkdir(parents=True, exist_ok=True)
+                    result.write_npz(d)
                 nside, pixel, llh_best, ra, dec = best_radec(result)
                 miss = angle_deg(ra, dec, truth.ra_rad, truth.dec_rad)
                 row_best = result.maps[nside][result.maps[nside]["index"] == pixel][0]
-                llh_true = truth_llh(event, truth, row_best)
+                llh_true = truth_llh(event, truth, row_best, options)
                 two_dllh = 2.0 * (llh_true - min(llh_best, llh_true))
-                row = {"ice": ice, "track": i, "energy_gev": truth.energy_gev, "n_hit_doms": truth.n_hit_doms,
+                details = truth.details or {}
+                row = {"ice": ice, "reco_ice": reco_ice, "seed": args.seed, "track": i,
+                       "energy_gev": truth.energy_gev, "n_hit_doms": truth.n_hit_doms,
+                       "n_pulses": truth.n_pulses, "qtot_pe": truth.qtot_pe,
+                       "zenith_rad": truth.zenith_rad, "azimuth_rad": truth.azimuth_rad,
+                       "ra_rad": truth.ra_rad, "dec_rad": truth.dec_rad,
+                       "coincident": details.get("coincident") is not None,
+                       "starting": (details.get("primary") or {}).get("s_start_m") is not None,
+                       "best_nside": nside, "best_pixel": pixel,
                        "miss_deg": miss, "two_delta_llh": two_dllh, "llh_best": llh_best, "llh_true": llh_true,
                        "scan_s": wall, "nsides": args.nsides}
                 rows.append(row)
                 if out:
                     out.write(json.dumps(row) + "\n")
                     out.flush()
-                print(f"{ice:6s} #{i:3d} E {truth.energy_gev:9.3g} GeV {truth.n_hit_doms:4d} DOMs: best pixel "
+                print(f"{label:9s} #{i:3d} E {truth.energy_gev:9.3g} GeV {truth.n_hit_doms:4d} DOMs: best pixel "
                       f"{miss:6.2f} deg from truth, 2dllh(truth) {two_dllh:7.2f}, scan {wall:5.1f} s", flush=True)
-            summarise(ice, rows, time.perf_counter() - t_ice, args.nsides)
+            summarise(label, rows, time.perf_counter() - t_ice, args.nsides)
     finally:
         if out:
             out.close()
@@ -141,7 +158,11 @@ def main() -> int:
     p.add_argument("--ice", nargs="+", default=["realistic", "depth"], choices=["pandel", "depth", "realistic"],
                    help="realistic = the simulator's realistic mode (its own delay model, stochastic losses, "
                         "coincident muons, PMT effects, noise, online cleaning; E^-2 30 TeV-5 PeV, impact <= 500 m)")
+    p.add_argument("--reco-ice", nargs="+", default=["depth"], choices=["depth", "homogeneous"],
+                   help="pandel_mpe's ice option(s); each scans the same tracks")
     p.add_argument("--nsides", default="8:0 64:12 512:24", help="progression for the simulated tracks")
+    p.add_argument("--skip", type=int, default=0, help="simulate but do not scan the first SKIP tracks (resume)")
+    p.add_argument("--save-dir", help="write each track's result .npz under SAVE_DIR/<ice>-<reco_ice>-seed<S>-<n>/")
     p.add_argument("--impact-max-m", type=float, default=300.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--local-workers", type=int, default=2)
