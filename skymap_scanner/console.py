@@ -217,11 +217,12 @@ def final_line(summary: Mapping[str, Any] | None, best_radec_deg: tuple[float, f
                output_dir: Path) -> str:
     """``done: RA 47.73 deg, Dec -3.53 deg; 90% region 5.12 deg2 (icecube_90); products in out/``."""
     if summary is not None:
-        from .products.regions import HEADLINE
-
         fit = summary["best_fit"]
-        r90 = next((r for r in summary["regions"] if r["name"] == HEADLINE.r90), None)
-        area = f"90% region {r90['area_deg2']:.2f} deg2 ({HEADLINE.r90})" if r90 else "no 90% region"
+        name90 = (summary.get("headline_regions") or {}).get("90", "icecube_90")
+        r90 = next((r for r in summary["regions"] if r["name"] == name90), None)
+        area = f"90% region {r90['area_deg2']:.2f} deg2 ({name90})" if r90 else "no 90% region"
+        if r90 and r90.get("pixel_limited"):
+            area += ", pixel-limited"
         flags = []
         if summary.get("scan_complete") is False:
             flags.append("INCOMPLETE scan")

@@ -24,11 +24,12 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_write_text
+from .calibration import EventCalibration, load_calibration, shipped_calibration
 from .checkpoint import ResultLog
 from .console import describe_best, remaining_items
 from .coords import equatorial_to_local
 from .engine import ScanEngine, WorkItems
-from .errors import MessageError, SkyScanError
+from .errors import ConfigError, MessageError, SkyScanError
 from .events import native
 from .events.model import Event
 from .intake import DropLog, accept_result
@@ -37,6 +38,7 @@ from .pixels import DEFAULT_PROGRESSION, NsideStep, parse_progression, pixel_rad
 from .pointed import Pointing, online_fit_radec
 from .protocol import Effects, ScanProtocol
 from .recos import make_reco
+from .recos.base import Reco
 from .results import EventMeta, ScanResult, scan_provenance
 from .signing import Verifier, scan_key, seal
 from .transport import Transport
@@ -76,6 +78,10 @@ class ScanSpec:
     n_posvar: int = 0
     pointing: Pointing | None = None  # a pointed scan: the first nside only on a disc (see pointed.py)
     key: bytes = field(default=b"", repr=False)  # the HMAC key of the scan's messages (see signing.py)
+    #: where the error-region calibration comes from: "auto" (the reco's shipped one, if it applies to
+    #: these options), "none", or a calibration file's path
+    calibration_source: str = "auto"
+    calibration: EventCalibration | None = None  # this event's calibrated levels (set from the source)
 
     def __post_init__(self) -> None:
         self.steps = parse_progression(self.nsides) if isinstance(self.nsides, str) else tuple(self.nsides)
@@ -88,6 +94,37 @@ class ScanSpec:
                 self.scan_id += "-p" + hashlib.sha256(repr(self.pointing).encode()).hexdigest()[:6]
         if not self.key:
             self.key = scan_key(self.cache_dir, self.scan_id)
+        if self.calibration is None:
+            self.calibration = event_calibration(self.calibration_source, self.reco_name, self.reco_options,
+                                                 reco, self.event)
+
+
+def event_calibration(source: str, reco_name: str, reco_options: Mapping[str, str], reco: Reco,
+                      event: Event) -> EventCalibration | None:
+    """This event's calibrated levels from ``source`` ("auto", "none" or a file), or None."""
+    if source == "none":
+        return None
+    cal = shipped_calibration(reco_name) if source == "auto" else load_calibration(source)
+    if cal is None:
+        LOGGER.info("no calibration for reco %s: the headline regions are IceCube's 22.2/64.2 levels", reco_name)
+        return None
+    if not cal.applies_to(reco_name, reco_options):
+        msg = (f"the calibration ({cal.reco}, options {cal.reco_options}) does not apply to reco {reco_name} "
+               f"with options {dict(reco_options)}")
+        if source != "auto":
+            raise ConfigError(msg)
+        LOGGER.warning("%s: no calibrated regions for this scan", msg)
+        return None
+    value = reco.calibration_feature(event)
+    if value is None:
+        return None
+    ev_cal = cal.for_event(value)
+    lo, hi = cal.domain
+    LOGGER.info("calibration %s: %s = %g -> 2*Delta-llh levels %.2f (50%%), %.2f (90%%)%s", cal.version or "?",
+                cal.feature, value, ev_cal.level_for(0.5), ev_cal.level_for(0.9),
+                f" (outside the calibrated range {lo:g}-{hi:g}: the nearest edge is used)"
+                if ev_cal.extrapolated else "")
+    return ev_cal
 
 
 class ScanRunner:
@@ -291,7 +328,8 @@ class ScanRunner:
         meta = EventMeta(ev.run_id, ev.event_id, ev.event_type, ev.mjd, ev.is_real_event)
         prov = scan_provenance(self.spec.reco_name, dict(self.spec.reco_options), progression_str(self.spec.steps),
                                ev.name, scan_id=self.spec.scan_id, online_fits=online_fit_radec(ev),
-                               pointing=None if self.spec.pointing is None else self.spec.pointing.to_dict())
+                               pointing=None if self.spec.pointing is None else self.spec.pointing.to_dict(),
+                               calibration=None if self.spec.calibration is None else self.spec.calibration.to_dict())
         return ScanResult(meta, self.engine.results(), self.engine.completeness(), prov)
 
 
@@ -300,13 +338,16 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> Path:
 
 
 def scan_event(event: Event, reco_name: str, *, nsides: str = DEFAULT_PROGRESSION, local_workers: int = 2,
-               reco_options: Mapping[str, str] | None = None, predictive_threshold: float = 1.0) -> ScanResult:
-    """Run a whole embedded scan of ``event`` in this process plus ``local_workers`` workers."""
+               reco_options: Mapping[str, str] | None = None, predictive_threshold: float = 1.0,
+               calibration: str = "auto", backend: str | None = "embedded") -> ScanResult:
+    """Run a whole scan of ``event``: embedded (this process plus ``local_workers`` workers) by default;
+    ``backend=None`` takes the transport from the environment (a broker when one is configured)."""
     from .config import EnvConfig
     from .transport.registry import TransportOptions, make_server_transport
 
-    spec = ScanSpec(event, reco_name, dict(reco_options or {}), nsides, predictive_threshold)
-    transport = make_server_transport(EnvConfig(), spec, TransportOptions(local_workers), backend="embedded")
+    spec = ScanSpec(event, reco_name, dict(reco_options or {}), nsides, predictive_threshold,
+                    calibration_source=calibration)
+    transport = make_server_transport(EnvConfig(), spec, TransportOptions(local_workers), backend=backend)
     transport.start()
     runner = ScanRunner(spec, transport)
     try:

@@ -20,6 +20,7 @@ COMMANDS = {
     "describe": ("skymap_scanner.cli.describe", "describe an event file"),
     "simulate": ("skymap_scanner.cli.simulate", "simulate muon-track events"),
     "products": ("skymap_scanner.utils.products", "sky-map products from a result .npz"),
+    "calibrate": ("skymap_scanner.cli.calibrate", "calibrate a reco's error regions on simulated tracks"),
 }
 
 

@@ -15,18 +15,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from skymap_scanner.calibration import EventCalibration
 from skymap_scanner.errors import ConfigError
 from skymap_scanner.products.llh_maps import Scan, read_scan, scan_from_arrays, scan_from_result, sha256_file
 from skymap_scanner.products.multires import MultiResMap, build_multires
 from skymap_scanner.products.regions import (
     HEADLINE,
-    LEVEL_FAMILIES,
     LEVEL_SETS,
+    PLOT_FAMILIES,
     BestFit,
+    LevelSet,
     Region,
     best_fit,
+    headline_for,
     headline_regions,
+    level_sets_for,
     make_region,
+    plot_level_sets,
 )
 from skymap_scanner.products.summary import build_summary, mjd_to_iso
 from skymap_scanner.results import EventMeta, ScanResult
@@ -44,7 +49,9 @@ __all__ = [
     "build_multires",
     "make_products",
     "make_region",
+    "headline_for",
     "headline_regions",
+    "scan_calibration",
     "read_scan",
     "scan_from_arrays",
     "scan_from_result",
@@ -73,7 +80,7 @@ def make_products(
     nsides: str | None = None,
     legacy_dec_sign: bool = False,
     event_overrides: Mapping[str, Any] | None = None,
-    contours: str = "both",
+    contours: str = "all",
     plots: bool = True,
 ) -> dict[str, Path]:
     """Write every product of a result into ``output_dir``; returns {product: path}.
@@ -82,13 +89,15 @@ def make_products(
     names the file it was written to, for the summary's provenance). ``reco`` and ``nsides`` default
     to what the result's header records (the nside progression string, e.g. ``"8:0 64:12 512:24"``;
     for old files, the nsides found). ``contours`` picks the level sets drawn on the plots
-    (``wilks``, ``icecube`` or ``both``); the summary always has all four. The FITS files are written
+    (``all``, ``headline``, ``calibrated``, ``wilks``, ``icecube`` or ``both`` = Wilks and IceCube); the
+    summary always has all of them. The calibrated regions exist when the result's header carries the
+    calibration the scan applied (:func:`scan_calibration`). The FITS files are written
     first and ``summary.json`` (and the drafts) even when plotting fails (the error is re-raised).
     """
     from skymap_scanner.products import fits as pfits
 
-    if contours not in LEVEL_FAMILIES:
-        raise ConfigError(f"contours must be one of {sorted(LEVEL_FAMILIES)}, not {contours!r}")
+    if contours not in PLOT_FAMILIES:
+        raise ConfigError(f"contours must be one of {', '.join(PLOT_FAMILIES)}, not {contours!r}")
     output_dir = Path(output_dir)
     if isinstance(result, ScanResult):
         scan = scan_from_result(result, legacy_dec_sign=legacy_dec_sign, event_overrides=event_overrides)
@@ -99,11 +108,13 @@ def make_products(
     nsides = nsides if nsides is not None else scan.provenance.get("nside_progression")
     mres = build_multires(scan)
     fit = best_fit(scan)
-    regions = [make_region(mres, ls, fit) for ls in LEVEL_SETS]
+    calibration = scan_calibration(scan)
+    level_sets = level_sets_for(calibration)
+    regions = [make_region(mres, ls, fit) for ls in level_sets]
     output_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
 
-    meta = pfits.Meta(scan.event, fit, reco, scan.nsides, tuple(regions), scan.complete)
+    meta = pfits.Meta(scan.event, fit, reco, scan.nsides, tuple(regions), scan.complete, calibration)
     out["moc_fits"] = pfits.write_hdul(pfits.moc_hdul(mres, meta), output_dir / FILENAMES["moc_fits"])
     # no checksum on the big single-resolution map: it doubles the time to write it
     out["llh_fits"] = pfits.write_hdul(
@@ -111,7 +122,8 @@ def make_products(
     )
     try:
         if plots:
-            out.update(_plots(scan, mres, fit, regions, contours, output_dir, reco))
+            levels = plot_level_sets(contours, level_sets)
+            out.update(_plots(scan, mres, fit, regions, levels, output_dir, reco))
     finally:
         from skymap_scanner.products import alert
 
@@ -130,6 +142,7 @@ def make_products(
             products=names,
             scan_provenance=scan.provenance,
             fraction_scanned=mres.fraction_scanned,
+            calibration=calibration,
         )
         out["summary"] = atomic_write_text(output_dir / FILENAMES["summary"], json.dumps(summary, indent=2) + "\n")
         notice = alert.gcn_notice(summary, FILENAMES["moc_fits"])
@@ -143,13 +156,12 @@ def _plots(
     mres: MultiResMap,
     fit: BestFit,
     regions: list[Region],
-    contours: str,
+    levels: tuple[LevelSet, ...],
     output_dir: Path,
     reco: str | None,
 ) -> dict[str, Path]:
     from skymap_scanner.products import plots
 
-    levels = LEVEL_FAMILIES[contours]
     decor = plot_decor(scan, mres, reco)
     out: dict[str, Path] = {}
     full = plots.fullsky_figure(scan, mres, fit, levels, regions, decor)
@@ -161,6 +173,14 @@ def _plots(
         zoom, output_dir / FILENAMES["zoom_png"], output_dir / FILENAMES["zoom_pdf"]
     )
     return out
+
+
+def scan_calibration(scan: Scan) -> EventCalibration | None:
+    """The calibration the scan applied (its result header's ``calibration``), if any."""
+    d = scan.provenance.get("calibration")
+    if not isinstance(d, dict):
+        return None
+    return EventCalibration.from_dict(d)
 
 
 def plot_decor(scan: Scan, mres: MultiResMap, reco: str | None) -> Any:

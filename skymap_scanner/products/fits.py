@@ -1,7 +1,14 @@
 """Probability map and HEALPix FITS files (multi-order NUNIQ, and single-resolution llh).
 
-The probability density is P proportional to exp(-(llh - llh_min)) per steradian, normalised so that
-sum(P * pixel_area) = 1 over the sky; never-scanned sky gets P = 0. The multi-order file follows the
+The probability map of a calibrated scan (:mod:`skymap_scanner.calibration`) is built so that its
+credible regions are the calibrated regions: the probability inside 2*Delta-llh <= T is the
+calibrated containment C(T) of that level. Leaves are grouped into bands of 2*Delta-llh between the
+calibration's levels; each band gets the probability C(upper) - C(lower), spread over its
+area and shaped within it by the slope of C(T) (adjacent bands are pooled where the band averages would
+rise away from the best fit); beyond the table's top level the rest follows the
+calibration's tail. Without a calibration the density is exp(-(llh - llh_min)), the likelihood read
+as a posterior, which for pandel_mpe is far too confident (labelled so in the header). Either way
+it is per steradian, sums to 1 over the sky, and never-scanned sky gets 0. The multi-order file follows the
 HEALPix multi-order convention used by ligo.skymap and GCN (columns UNIQ, PROBDENSITY [sr-1];
 ORDERING = NUNIQ, COORDSYS = C). Building the HDUs is pure; only :func:`write_hdul` does I/O.
 """
@@ -19,22 +26,80 @@ import numpy.typing as npt
 from astropy.io import fits
 
 from skymap_scanner import __version__
+from skymap_scanner.calibration import EventCalibration
 from skymap_scanner.products.multires import MultiResMap
-from skymap_scanner.products.regions import HEADLINE, BestFit, Region, headline_regions
+from skymap_scanner.products.regions import BestFit, Region, delta2, headline_for, headline_regions
 from skymap_scanner.products.summary import mjd_to_iso
 from skymap_scanner.results import EventMeta
 from skymap_scanner.utils.atomic import atomic_write
 
 
-def probability_density(m: MultiResMap, llh_min: float | None = None) -> npt.NDArray[np.float64]:
-    """Per-leaf probability density (sr-1): exp(-Delta-llh), normalised over the sky."""
+def probability_density(m: MultiResMap, llh_min: float | None = None,
+                        calibration: EventCalibration | None = None) -> npt.NDArray[np.float64]:
+    """Per-leaf probability density (sr-1), normalised over the sky: calibrated if a calibration is
+    given, else exp(-Delta-llh) (see the module docstring)."""
     llh_min = m.llh_min if llh_min is None else llh_min
+    if calibration is not None:
+        return calibrated_density(m, llh_min, calibration)
     w = np.exp(-(m.llh - llh_min))
     w = np.where(np.isfinite(w), w, 0.0)
     total = float(np.sum(w * m.area_sr))
     if not total > 0.0:
         raise ValueError("probability map is zero everywhere (no finite llh)")
     return w / total
+
+
+def calibrated_density(m: MultiResMap, llh_min: float, calibration: EventCalibration) -> npt.NDArray[np.float64]:
+    """Density whose credible region of probability C(T) is the region 2*Delta-llh <= T."""
+    d2 = delta2(m, llh_min)
+    ok = np.isfinite(d2)
+    if not ok.any():
+        raise ValueError("probability map is zero everywhere (no finite llh)")
+    levels = np.asarray(calibration.level, dtype=float)
+    c_at = np.concatenate([[0.0], calibration.containment_of(levels)])  # C at each band's lower edge
+    band = np.searchsorted(levels, np.where(ok, d2, np.inf), side="left")  # 0..len(levels); last: the tail
+    area = m.area_sr
+    n_bands = levels.size
+    band_area = np.bincount(band[ok], weights=area[ok], minlength=n_bands + 1)
+    # the table's bands: probability C(edge_j) - C(edge_j-1), an empty band's probability moves outwards
+    mass = np.diff(c_at)
+    blocks: list[list[float]] = []  # [probability, area, first band, last band], pooled to fall outwards
+    carry = 0.0
+    for j in range(n_bands):
+        p_j = mass[j] + carry
+        if band_area[j] <= 0.0:
+            carry = p_j
+            continue
+        carry = 0.0
+        blocks.append([p_j, float(band_area[j]), j, j])
+        while len(blocks) > 1 and blocks[-1][0] / blocks[-1][1] > blocks[-2][0] / blocks[-2][1]:
+            p, a, _, hi = blocks.pop()
+            blocks[-1][0] += p
+            blocks[-1][1] += a
+            blocks[-1][3] = hi
+    # within a block the probability follows the slope of the calibrated containment C'(T) (monotone
+    # cubic through the table), so the density falls smoothly with 2*Delta-llh instead of in steps
+    from scipy.interpolate import PchipInterpolator
+
+    slope = PchipInterpolator(np.concatenate([[0.0], levels]), c_at).derivative()
+    density = np.zeros(area.size)
+    for p, _mass, lo, hi in blocks:
+        sel = ok & (band >= lo) & (band <= hi)
+        w = np.maximum(slope(d2[sel]), 0.0) + 1e-12
+        density[sel] = p * w / float(np.sum(w * area[sel]))
+    # the tail beyond the top level: the rest of the probability (plus any carried), shaped like
+    # the calibration's tail and capped so it never exceeds the density just inside the top level
+    tail = ok & (band == n_bands)
+    rest = 1.0 - c_at[-1] + carry
+    if tail.any():
+        w_top = -2.0 * np.log1p(-calibration.containment[-1])  # Wilks level of the top containment
+        shape = np.exp(-(d2[tail] - levels[-1]) * w_top / (2.0 * levels[-1]))
+        density[tail] = rest * shape / float(np.sum(area[tail] * shape))
+        inner = density[ok & (band < n_bands)]
+        if inner.size:
+            density[tail] = np.minimum(density[tail], float(inner[inner > 0].min()))
+    total = float(np.sum(density * area))
+    return density / total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +112,7 @@ class Meta:
     nsides: tuple[int, ...] = ()
     regions: tuple[Region, ...] = ()
     complete: bool | None = None
+    calibration: EventCalibration | None = None
 
     def headline(self) -> tuple[Region, Region] | None:
         try:
@@ -122,7 +188,11 @@ def _add_meta(header: fits.Header, meta: Meta) -> None:
         if value is not None:
             header[f"HIERARCH {key}" if len(key) > 8 else key] = (value, comment)
     if meta.headline() is not None:
-        header["COMMENT"] = "50% and 90% regions (RA/DEC_ERR_*, CONTOUR_AREA_*): " + HEADLINE.description
+        h = headline_for(r.name for r in meta.regions)
+        header["COMMENT"] = "50% and 90% regions (RA/DEC_ERR_*, CONTOUR_AREA_*): " + h.description
+        for r in meta.regions:  # every region's level, so a reader can redraw any of them
+            key = f"HIERARCH LEVEL_{r.name.upper()}"
+            header[key] = (round(r.level, 4), "2*Delta-llh level of this region")
     if meta.complete is False:
         header["COMMENT"] = "INCOMPLETE scan: a partial result; regions may be cut by never-scanned sky"
 
@@ -130,7 +200,7 @@ def _add_meta(header: fits.Header, meta: Meta) -> None:
 def moc_hdul(m: MultiResMap, meta: Meta) -> fits.HDUList:
     """Multi-order probability map (rows sorted by UNIQ)."""
     uniq = m.uniq
-    prob = probability_density(m, meta.fit.llh)
+    prob = probability_density(m, meta.fit.llh, meta.calibration)
     srt = np.argsort(uniq)
     cols = [
         fits.Column(name="UNIQ", format="K", array=uniq[srt]),
@@ -144,6 +214,17 @@ def moc_hdul(m: MultiResMap, meta: Meta) -> fits.HDUList:
     h["MOCORDER"] = (m.max_order, "MOC resolution (best order)")
     h["INDXSCHM"] = ("EXPLICIT", "Indexing: IMPLICIT or EXPLICIT")
     _add_meta(h, meta)
+    cal = meta.calibration
+    if cal is not None:
+        h["PROBMETH"] = ("CALIBRATED", "from the calibrated containment")
+        h["HIERARCH CALIB_VERSION"] = (cal.version, "region calibration")
+        h["COMMENT"] = ("PROBDENSITY: the probability inside 2*Delta-llh <= T is the calibrated containment "
+                        "of T (measured on realistic simulated tracks), so this map's 50%/90% credible regions "
+                        "are the calibrated_50/90 regions; bands between calibration levels are uniform")
+    else:
+        h["PROBMETH"] = ("EXP_DLLH", "exp(-Delta-llh), not calibrated")
+        h["COMMENT"] = ("PROBDENSITY: exp(-(llh - llh_min)), the likelihood read as a posterior; no calibration "
+                        "applies to this scan, so its credible regions are not calibrated (likely too small)")
     return fits.HDUList([fits.PrimaryHDU(), hdu])
 
 

@@ -41,11 +41,13 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from skymap_scanner.products.llh_maps import Scan  # noqa: E402
 from skymap_scanner.products.multires import MultiResMap, nside_to_order  # noqa: E402
-from skymap_scanner.products.regions import HEADLINE, BestFit, LevelSet, Region  # noqa: E402
+from skymap_scanner.products.regions import BestFit, LevelSet, Region, headline_for  # noqa: E402
 from skymap_scanner.utils.atomic import atomic_write  # noqa: E402
 
 # Line style per level-set name: (colour, linestyle).
 _STYLE = {
+    "calibrated_50": ("#08519c", "-"),
+    "calibrated_90": ("#006d2c", "-"),
     "wilks_50": ("#ff7f00", "--"),
     "wilks_90": ("#c51b8a", "--"),
     "icecube_50": ("#e41a1c", "-"),
@@ -141,12 +143,15 @@ def drop_islands(d2: npt.NDArray[np.float64], level: float, keep: tuple[int, int
 
 
 def _label(ls: LevelSet, region: Region | None) -> str:
-    fam = "Wilks" if ls.name.startswith("wilks") else "IceCube"
+    fam = {"wilks": "Wilks", "icecube": "IceCube millipede", "calibrated": "Calibrated"}.get(
+        ls.name.split("_")[0], ls.name)
     text = f"{fam} {ls.containment:.0%} (2ΔLLH ≤ {ls.level:.4g})"
     if region is not None:
         text += f": {region.area_deg2:.3g} deg²"
         if region.touches_unscanned:
             text += " (reaches unscanned sky)"
+        elif region.pixel_limited:
+            text += " (pixel-limited)"
     return text
 
 
@@ -241,7 +246,7 @@ def fullsky_figure(
     bx, by = to_xy(fit.ra_deg, fit.dec_deg)
     handles.insert(0, _best_marker(ax, bx, by, fit))
     handles[1:1] = _online_markers(ax, d, to_xy, ms=7)
-    r90 = by_name.get(HEADLINE.r90)
+    r90 = by_name.get(headline_for(by_name).r90)
     if r90 is not None:  # a ring the eye finds, however small the region is
         ax.plot([bx], [by], marker="o", ms=22, mfc="none", mec="#b00000", mew=1.5, ls="none", zorder=5)
         ax.annotate(f"90%: {r90.area_deg2:.3g} deg²", (bx, by), xytext=(16, -22), textcoords="offset points",

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 
 import healpy as hp
 import numpy as np
 import numpy.typing as npt
 
+from skymap_scanner.calibration import EventCalibration
 from skymap_scanner.products.llh_maps import Scan
 from skymap_scanner.products.multires import SR_TO_DEG2, MultiResMap, children_at
 
@@ -42,7 +44,22 @@ LEVEL_SETS: tuple[LevelSet, ...] = (
     LevelSet("icecube_50", 22.2, 0.5),  # IceCube realtime calibration (millipede track scans)
     LevelSet("icecube_90", 64.2, 0.9),  # IceCube realtime calibration (millipede track scans)
 )
+#: contour families a plot can draw; "calibrated" and "headline" depend on the scan (see plot_level_sets)
 LEVEL_FAMILIES = {"wilks": LEVEL_SETS[:2], "icecube": LEVEL_SETS[2:], "both": LEVEL_SETS}
+PLOT_FAMILIES = ("headline", "calibrated", "wilks", "icecube", "both", "all")
+
+
+def plot_level_sets(family: str, level_sets: tuple[LevelSet, ...]) -> tuple[LevelSet, ...]:
+    """The level sets a plot draws for ``family`` among the scan's ``level_sets``."""
+    names = [ls.name for ls in level_sets]
+    if family == "all":
+        return level_sets
+    if family == "headline":
+        h = headline_for(names)
+        return tuple(ls for ls in level_sets if ls.name in (h.r50, h.r90))
+    if family == "calibrated":
+        return tuple(ls for ls in level_sets if ls.name.startswith("calibrated_"))
+    return LEVEL_FAMILIES[family]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,17 +73,48 @@ class Headline:
     systematic_included: bool
 
 
-#: The one place that chooses the headline regions. Until this project calibrates its own levels
-#: (the issue "Error regions that mean what they say"; then ``calibrated_50``/``calibrated_90``
-#: take over here), the best available are IceCube's realtime levels: Wilks under-covers badly
-#: for pandel_mpe (README, benchmarks/bench_pandel_accuracy.py).
-HEADLINE = Headline(
+#: The headline regions of a scan whose reco has a calibration (:mod:`skymap_scanner.calibration`):
+#: per-event 2*Delta-llh levels that contained the true direction in 50% / 90% of realistic
+#: simulated events (mismatched ice, stochastic losses, noise, coincident muons).
+CALIBRATED_HEADLINE = Headline(
+    "calibrated_50",
+    "calibrated_90",
+    "2*Delta-llh <= this event's calibrated levels: on realistic simulated tracks (the simulator's ice "
+    "and detector differ from the fit's) they contained the true direction in 50% and 90% of events",
+    systematic_included=True,
+)
+#: The headline regions of a scan without a calibration (another reco, other reco options, an old
+#: result): IceCube's realtime levels, which are not calibrated for this project's recos.
+FALLBACK_HEADLINE = Headline(
     "icecube_50",
     "icecube_90",
     "2*Delta-llh <= 22.2 (50%) and 64.2 (90%): IceCube's realtime calibration for millipede scans, "
-    "not calibrated for this reco",
+    "not calibrated for this reco (no calibration applies to this scan)",
     systematic_included=False,
 )
+#: what older callers knew as the headline (the regions of a scan without a calibration)
+HEADLINE = FALLBACK_HEADLINE
+
+
+def headline_for(names: Iterable[str]) -> Headline:
+    """The one place that chooses the headline regions: the calibrated ones when the scan has them."""
+    return CALIBRATED_HEADLINE if CALIBRATED_HEADLINE.r90 in set(names) else FALLBACK_HEADLINE
+
+
+def calibrated_level_sets(calibration: EventCalibration | None) -> tuple[LevelSet, ...]:
+    """``calibrated_50`` / ``calibrated_90`` at this event's levels (none without a calibration)."""
+    if calibration is None:
+        return ()
+    return tuple(LevelSet(f"calibrated_{round(c * 100)}", calibration.level_for(c), c) for c in (0.5, 0.9))
+
+
+def level_sets_for(calibration: EventCalibration | None) -> tuple[LevelSet, ...]:
+    """Every level set of a scan's summary: the calibrated ones first (if any), then Wilks and IceCube."""
+    return calibrated_level_sets(calibration) + LEVEL_SETS
+
+
+#: A region with fewer leaves than this at the finest scanned nside is flagged ``pixel_limited``.
+MIN_RESOLVED_LEAVES = 10
 
 #: Limit on pixels examined for one region's boundary; above it a coarser order is used.
 MAX_BOUNDARY_PIXELS = 1 << 21
@@ -95,12 +143,16 @@ class Region:
     dec_err_deg: tuple[float, float]
     contains_pole: bool
     touches_unscanned: bool = False  # the region reaches sky that was never scanned: it may be larger
+    #: the region is not resolved by the scan: part of it is coarser than the finest scanned nside, or
+    #: it holds fewer than MIN_RESOLVED_LEAVES finest pixels (its area and errors are quantised)
+    pixel_limited: bool = False
 
 
 def headline_regions(regions: list[Region] | tuple[Region, ...]) -> tuple[Region, Region]:
-    """The (50%, 90%) regions named by :data:`HEADLINE`."""
+    """The (50%, 90%) regions named by :func:`headline_for`."""
     by_name = {r.name: r for r in regions}
-    return by_name[HEADLINE.r50], by_name[HEADLINE.r90]
+    h = headline_for(by_name)
+    return by_name[h.r50], by_name[h.r90]
 
 
 def theta_phi_to_radec_deg(
@@ -220,8 +272,17 @@ def region_extent(
     return ra_err, dec_err, north or south, touches
 
 
+def is_pixel_limited(m: MultiResMap, level: float, llh_min: float | None = None) -> bool:
+    """True if the region at ``level`` is not resolved: it reaches leaves coarser than the map's finest
+    order, or it has fewer than :data:`MIN_RESOLVED_LEAVES` leaves."""
+    inside = delta2(m, llh_min) <= level
+    n = int(np.sum(inside))
+    return n < MIN_RESOLVED_LEAVES or bool(np.any(m.order[inside] < m.max_order))
+
+
 def make_region(m: MultiResMap, level_set: LevelSet, fit: BestFit) -> Region:
     """Area and extents of one level set around the best fit."""
     area = region_area_deg2(m, level_set.level, fit.llh)
     ra_err, dec_err, pole, touches = region_extent(m, level_set.level, fit.ra_deg, fit.dec_deg, fit.llh)
-    return Region(level_set.name, level_set.level, level_set.containment, area, ra_err, dec_err, pole, touches)
+    return Region(level_set.name, level_set.level, level_set.containment, area, ra_err, dec_err, pole, touches,
+                  is_pixel_limited(m, level_set.level, fit.llh))

@@ -10,7 +10,8 @@ from typing import Any
 from astropy.time import Time
 
 from skymap_scanner import __version__
-from skymap_scanner.products.regions import HEADLINE, BestFit, Region
+from skymap_scanner.calibration import EventCalibration
+from skymap_scanner.products.regions import BestFit, Region, headline_for
 from skymap_scanner.results import EventMeta
 
 SUMMARY_FORMAT = "skymap-scanner-summary/1"
@@ -38,6 +39,7 @@ def region_dict(region: Region) -> dict[str, Any]:
         "dec_err_deg": [_r(region.dec_err_deg[0]), _r(region.dec_err_deg[1])],
         "contains_pole": region.contains_pole,
         "touches_unscanned_sky": region.touches_unscanned,
+        "pixel_limited": region.pixel_limited,
     }
 
 
@@ -46,7 +48,8 @@ def pointing_dict(pointing: Mapping[str, Any] | None, regions: Sequence[Region])
     90% region reaches the disc's edge (then the disc was too small and the region is cut)."""
     if not pointing:
         return None
-    r90 = next((r for r in regions if r.name == HEADLINE.r90), None)
+    r90_name = headline_for(r.name for r in regions).r90
+    r90 = next((r for r in regions if r.name == r90_name), None)
     return {**dict(pointing), "region_touches_edge": bool(r90 is not None and r90.touches_unscanned)}
 
 
@@ -65,6 +68,7 @@ def build_summary(
     products: Sequence[str] = (),
     scan_provenance: Mapping[str, Any] | None = None,
     fraction_scanned: float | None = None,
+    calibration: EventCalibration | None = None,
 ) -> dict[str, Any]:
     """The summary as a JSON-ready dict. ``scan_provenance`` is what the result's header says made
     it (reco options, the scanner version that scanned, pointing, ...)."""
@@ -72,6 +76,7 @@ def build_summary(
     ev["time_utc"] = mjd_to_iso(event.mjd)
     scan_prov = dict(scan_provenance or {})
     pointing = pointing_dict(scan_prov.get("pointing"), regions)
+    headline = headline_for(r.name for r in regions)
     out: dict[str, Any] = {
         "format": SUMMARY_FORMAT,
         "event": ev,
@@ -83,7 +88,15 @@ def build_summary(
             "pixel_ring": fit.index,
         },
         "regions": [region_dict(r) for r in regions],
-        "headline_regions": {"50": HEADLINE.r50, "90": HEADLINE.r90, "description": HEADLINE.description},
+        "headline_regions": {"50": headline.r50, "90": headline.r90, "description": headline.description,
+                             "systematic_included": headline.systematic_included},
+        "calibration": None if calibration is None else {
+            "version": calibration.version,
+            "feature": calibration.feature,
+            "feature_value": calibration.feature_value,
+            "outside_calibrated_range": calibration.extrapolated,
+            "levels": {f"{c:g}": _r(t, 4) for c, t in zip(calibration.containment, calibration.level, strict=True)},
+        },
         "coordinates": "equatorial J2000, degrees; errors are [minus, plus] extents of each region around the best fit",
         "scan_complete": complete,
         "fraction_of_sky_scanned": None if fraction_scanned is None else _r(fraction_scanned, 6),

@@ -120,6 +120,11 @@ class Reco(ABC):
     ) -> FitResult:
         """Fit with the direction fixed; ``seed`` is the parent pixel's best vertex, if any."""
 
+    def calibration_feature(self, event: Event) -> float | None:
+        """The event's value of the feature a calibration of this reco's regions depends on
+        (:mod:`skymap_scanner.calibration`), or None for a reco without calibration."""
+        return None
+
     def fit_batch(self, prepared: Any, requests: Sequence[FitRequest]) -> list[FitResult | Exception]:
         """Fit several items; an exception fails only its own item. The default calls :meth:`fit` in turn;
         the worker calls this instead of :meth:`fit` only for recos with ``batched = True``."""

@@ -163,6 +163,10 @@ class PandelMPE(Reco):
             log_floor=math.log(float(self.options["noise_floor_per_ns"])),
         )
 
+    def calibration_feature(self, event: Event) -> float | None:
+        """DOMs with a pulse after the pulse selection (what the fit sees): how bright the event is."""
+        return float(self.prepare(event).hits.t1_ns.size)
+
     def _start(
         self, prep: PandelPrepared, frame: pm.DirectionFrame, posvar: int, seed: Vertex | None
     ) -> tuple[float, float]:

@@ -77,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
                         "(e.g. SplineMPE, MPEFit)")
     p.add_argument("--pointed-radius-deg", type=float, default=3.5, metavar="R",
                    help="radius of the pointed scan's disc in deg (default 3.5)")
+    p.add_argument("--calibration", default="auto", metavar="auto|none|FILE",
+                   help="error-region calibration: auto = the one shipped for the reco (if it applies to its "
+                        "options), none, or a calibration file (skymap-scanner-calibration/1)")
     p.add_argument("--version", action="version", version=f"skymap_scanner {__version__}")
     return p
 
@@ -152,7 +155,7 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
         batch_size=cfg.SKYSCAN_BATCH_SIZE, lease_min_s=cfg.SKYSCAN_LEASE_MIN_SEC,
         progress_interval_s=cfg.SKYSCAN_PROGRESS_INTERVAL_SEC, result_interval_s=cfg.SKYSCAN_RESULT_INTERVAL_SEC,
         timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS, timeout_no_fit_s=cfg.SKYSCAN_TIMEOUT_NO_FIT_SEC,
-        cache_dir=args.cache_dir, pointing=pointing,
+        cache_dir=args.cache_dir, pointing=pointing, calibration_source=args.calibration,
     )
     LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
                 len(event.pulses), event.pulses.n_doms, event.pulses.qtot_pe)

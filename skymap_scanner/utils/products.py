@@ -28,9 +28,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nsides", help="nside progression, recorded as provenance (e.g. '8:0 64:12 512:24')")
     p.add_argument(
         "--contours",
-        choices=("wilks", "icecube", "both"),
-        default="both",
-        help="level sets drawn on the plots (summary.json always has all four; default: both)",
+        choices=("all", "headline", "calibrated", "wilks", "icecube", "both"),
+        default="all",
+        help="level sets drawn on the plots (summary.json always has all of them; default: all; "
+             "both = Wilks and IceCube)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG/PDF plots")
     g = p.add_argument_group("event metadata (override the file header, or supply it when there is none)")
