@@ -9,7 +9,9 @@ A track alert is any decodable event file whose message carries IceCube's Spline
 scan's best pixel from SplineMPE, MPEFit and SPEFit2; 2*Delta-llh at SplineMPE's direction (the reco
 fitted there with every position variation plus the best pixel's vertex as a seed: how strongly the
 likelihood disfavours IceCube's best direction); the areas (deg^2) of the 2*Delta-llh <= 1.386 / 4.605
-(Wilks 50/90%) and 22.2 / 64.2 regions on the scan rasterised at its finest nside; the wall time.
+(Wilks 50/90%) and 22.2 / 64.2 regions on the scan rasterised at its finest nside; the calibrated 50/90%
+levels for the event (``--calibration``, default the shipped one: issue 11), whether SplineMPE lies inside
+them, and their areas; the wall time.
 
 The online fits' vertices are NOT used as seeds unless ``--online-seeds`` is given, so the comparison
 with those fits is independent of them. Target (issue 10): every alert within 2 deg of SplineMPE,
@@ -74,13 +76,16 @@ def main() -> int:
     p.add_argument("--local-workers", type=int, default=2)
     p.add_argument("--out", help="append one JSON line per alert here")
     p.add_argument("--include-hese", action="store_true", help="also scan HESE events that carry a SplineMPE fit")
+    p.add_argument("--calibration", default="auto", help="auto (the shipped one) | none | FILE")
+    p.add_argument("--save-dir", help="write each alert's result .npz under SAVE_DIR/<event>/")
     args = p.parse_args()
 
     from skymap_scanner.coords import local_to_equatorial
     from skymap_scanner.errors import SkyScanError
     from skymap_scanner.events import load_event
     from skymap_scanner.pixels import pixel_radec
-    from skymap_scanner.scan import scan_event
+    from skymap_scanner.recos import make_reco
+    from skymap_scanner.scan import event_calibration, scan_event
 
     options = dict(kv.split("=", 1) for kv in args.reco_option)
     options.setdefault("use_online_seeds", "true" if args.online_seeds else "false")
@@ -104,6 +109,10 @@ def main() -> int:
         result = scan_event(event, args.reco, nsides=args.nsides, local_workers=args.local_workers,
                             reco_options=options)
         wall = time.perf_counter() - t
+        if args.save_dir:
+            d = Path(args.save_dir) / path.stem
+            d.mkdir(parents=True, exist_ok=True)
+            result.write_npz(d)
         nside, pixel, llh_best = result.best()
         ra, dec = (float(v[0]) for v in pixel_radec(nside, [pixel]))
         row = {"event": path.name, "n_doms": event.pulses.n_doms, "qtot_pe": round(event.pulses.qtot_pe, 1),
@@ -123,6 +132,14 @@ def main() -> int:
         d2 = 2.0 * (fine - np.nanmin(fine))
         for name, level in LEVELS:
             row[f"area_{name}_deg2"] = round(float(np.sum(d2 <= level) * pix_area), 2)
+        ev_cal = event_calibration(args.calibration, args.reco, options, make_reco(args.reco, options), event)
+        if ev_cal is not None:
+            for c in (0.5, 0.9):
+                name = f"calibrated{round(100 * c)}"
+                level = ev_cal.level_for(c)
+                row[f"level_{name}"] = round(level, 2)
+                row[f"area_{name}_deg2"] = round(float(np.sum(d2 <= level) * pix_area), 2)
+                row[f"SplineMPE_in_{name}"] = bool(row["two_dllh_at_SplineMPE"] <= level)
         rows.append(row)
         if args.out:
             with open(args.out, "a") as f:
@@ -132,6 +149,10 @@ def main() -> int:
               f"SPEFit2 {row.get('miss_SPEFit2_deg', float('nan')):6.2f} | 2dllh(SplineMPE) "
               f"{row['two_dllh_at_SplineMPE']:7.2f} | areas (deg2) " +
               " ".join(f"{n}={row[f'area_{n}_deg2']:.2f}" for n, _ in LEVELS) + f" | {wall:5.1f} s", flush=True)
+        if "level_calibrated90" in row:
+            print(f"{'':42s} calibrated 50/90%: levels {row['level_calibrated50']:.2f}/{row['level_calibrated90']:.2f}, "
+                  f"areas {row['area_calibrated50_deg2']:.2f}/{row['area_calibrated90_deg2']:.2f} deg2, SplineMPE "
+                  f"inside: {row['SplineMPE_in_calibrated50']}/{row['SplineMPE_in_calibrated90']}", flush=True)
     if not rows:
         print("no track alerts found", file=sys.stderr)
         return 1
@@ -141,6 +162,15 @@ def main() -> int:
     print(f"== {len(rows)} track alerts: best fit from SplineMPE median {np.median(miss):.2f} deg, max "
           f"{miss.max():.2f} deg; within 2 deg: {int(np.sum(miss <= 2.0))}/{len(rows)}; median wall "
           f"{np.median(walls):.1f} s; target (all <= 2 deg, median <= 1 deg): {'met' if ok else 'NOT met'}")
+    cal_rows = [r for r in rows if "level_calibrated90" in r]
+    if cal_rows:
+        a90 = np.array([r["area_calibrated90_deg2"] for r in cal_rows])
+        a50 = np.array([r["area_calibrated50_deg2"] for r in cal_rows])
+        print(f"== calibrated regions: SplineMPE inside calibrated 90% for "
+              f"{sum(r['SplineMPE_in_calibrated90'] for r in cal_rows)}/{len(cal_rows)}, inside 50% for "
+              f"{sum(r['SplineMPE_in_calibrated50'] for r in cal_rows)}/{len(cal_rows)}; area median (max) "
+              f"50%: {np.median(a50):.2f} ({a50.max():.2f}) deg2, 90%: {np.median(a90):.2f} ({a90.max():.2f}) deg2 "
+              "(target: median 90% area <= 20 deg2)")
     return 0
 
 

@@ -17,6 +17,11 @@ REPO = TESTS.parent
 SAMPLE = REPO / "resources" / "sample_events" / "run00136662-evt000035405932-BRONZE.json"
 SCANS = TESTS / "data" / "scans"
 FIT_FIELDS = ("llh", "E_in", "E_tot", "X", "Y", "Z", "T")  # the file format's, spelled out on purpose
+# the dummy's vertex is a charge-weighted mean (numpy's dot, i.e. BLAS), which differs in the last bit
+# between CPUs (seen 2026-12-02: every X/Y/Z/T of the stored files off by one ulp on a new machine);
+# llh, energies and pixels stay bit-exact
+VERTEX_FIELDS = ("X", "Y", "Z", "T")
+VERTEX_RTOL = 1e-13
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,10 @@ def assert_equals_reference(npz: Path | dict[str, Any], ref: Reference) -> None:
         assert g.dtype.names == w.dtype.names, f"{key}: fields {g.dtype.names} != {w.dtype.names}"
         assert np.array_equal(g["index"], w["index"]), f"{key}: different pixels"
         for name in FIT_FIELDS:
-            assert np.array_equal(g[name], w[name], equal_nan=True), f"{key}: {name} differs"
+            if name in VERTEX_FIELDS:  # a BLAS dot product: its last bit depends on the CPU's vector unit
+                assert np.allclose(g[name], w[name], rtol=VERTEX_RTOL, atol=0.0, equal_nan=True), f"{key}: {name} differs"
+            else:
+                assert np.array_equal(g[name], w[name], equal_nan=True), f"{key}: {name} differs"
     if "header" in got:
         # the header may grow columns (issue 15 added ``provenance``); every stored column stays, unchanged
         gh, wh = got["header"], want["header"]

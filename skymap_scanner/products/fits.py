@@ -27,6 +27,7 @@ from astropy.io import fits
 
 from skymap_scanner import __version__
 from skymap_scanner.calibration import EventCalibration
+from skymap_scanner.products.density import calibrated_density as density_from_levels
 from skymap_scanner.products.multires import MultiResMap
 from skymap_scanner.products.regions import BestFit, Region, delta2, headline_for, headline_regions
 from skymap_scanner.products.summary import mjd_to_iso
@@ -50,56 +51,9 @@ def probability_density(m: MultiResMap, llh_min: float | None = None,
 
 
 def calibrated_density(m: MultiResMap, llh_min: float, calibration: EventCalibration) -> npt.NDArray[np.float64]:
-    """Density whose credible region of probability C(T) is the region 2*Delta-llh <= T."""
-    d2 = delta2(m, llh_min)
-    ok = np.isfinite(d2)
-    if not ok.any():
-        raise ValueError("probability map is zero everywhere (no finite llh)")
-    levels = np.asarray(calibration.level, dtype=float)
-    c_at = np.concatenate([[0.0], calibration.containment_of(levels)])  # C at each band's lower edge
-    band = np.searchsorted(levels, np.where(ok, d2, np.inf), side="left")  # 0..len(levels); last: the tail
-    area = m.area_sr
-    n_bands = levels.size
-    band_area = np.bincount(band[ok], weights=area[ok], minlength=n_bands + 1)
-    # the table's bands: probability C(edge_j) - C(edge_j-1), an empty band's probability moves outwards
-    mass = np.diff(c_at)
-    blocks: list[list[float]] = []  # [probability, area, first band, last band], pooled to fall outwards
-    carry = 0.0
-    for j in range(n_bands):
-        p_j = mass[j] + carry
-        if band_area[j] <= 0.0:
-            carry = p_j
-            continue
-        carry = 0.0
-        blocks.append([p_j, float(band_area[j]), j, j])
-        while len(blocks) > 1 and blocks[-1][0] / blocks[-1][1] > blocks[-2][0] / blocks[-2][1]:
-            p, a, _, hi = blocks.pop()
-            blocks[-1][0] += p
-            blocks[-1][1] += a
-            blocks[-1][3] = hi
-    # within a block the probability follows the slope of the calibrated containment C'(T) (monotone
-    # cubic through the table), so the density falls smoothly with 2*Delta-llh instead of in steps
-    from scipy.interpolate import PchipInterpolator
-
-    slope = PchipInterpolator(np.concatenate([[0.0], levels]), c_at).derivative()
-    density = np.zeros(area.size)
-    for p, _mass, lo, hi in blocks:
-        sel = ok & (band >= lo) & (band <= hi)
-        w = np.maximum(slope(d2[sel]), 0.0) + 1e-12
-        density[sel] = p * w / float(np.sum(w * area[sel]))
-    # the tail beyond the top level: the rest of the probability (plus any carried), shaped like
-    # the calibration's tail and capped so it never exceeds the density just inside the top level
-    tail = ok & (band == n_bands)
-    rest = 1.0 - c_at[-1] + carry
-    if tail.any():
-        w_top = -2.0 * np.log1p(-calibration.containment[-1])  # Wilks level of the top containment
-        shape = np.exp(-(d2[tail] - levels[-1]) * w_top / (2.0 * levels[-1]))
-        density[tail] = rest * shape / float(np.sum(area[tail] * shape))
-        inner = density[ok & (band < n_bands)]
-        if inner.size:
-            density[tail] = np.minimum(density[tail], float(inner[inner > 0].min()))
-    total = float(np.sum(density * area))
-    return density / total
+    """Density whose credible region of probability C(T) is the region 2*Delta-llh <= T (see
+    :mod:`skymap_scanner.products.density`)."""
+    return density_from_levels(delta2(m, llh_min), m.area_sr, calibration)
 
 
 @dataclasses.dataclass(frozen=True)
