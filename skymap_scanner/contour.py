@@ -49,8 +49,8 @@ class ContourSelection:
     coarse_nside: int
     parents: IntArray  # RING pixels at ``coarse_nside`` to refine now, lowest 2*Delta-llh first
     n_candidates: int  # candidates not refined before (refined now or cut by the budget)
-    n_inside: int  # of those, how many lie inside the level itself
-    n_cut_inside: int  # candidates inside the level that the budget cut
+    n_inside: int  # of those, how many score below the level itself (own sample or a finer one they touch)
+    n_cut_inside: int  # such candidates that the budget cut
 
     @property
     def over_budget(self) -> bool:

@@ -332,7 +332,7 @@ class ScanEngine:
             self._notes.append(
                 f"contour step nside {step.nside} is over its budget of {step.n_refine} parent pixels: "
                 f"{sel.n_candidates - sel.parents.size} candidates of nside {prev.nside} left unrefined "
-                f"({sel.n_cut_inside} of them inside the level {self.contour_level:g}); "
+                f"({sel.n_cut_inside} of them at or next to 2*Delta-llh < {self.contour_level:g}); "
                 f"raise the budget ({step.nside}:cB) to resolve the whole region")
 
     def contour_over_budget(self) -> dict[int, bool]:
