@@ -3,6 +3,9 @@ samples, the engine's re-evaluation, and whole scans on the dummy reco's ellipti
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,6 +35,7 @@ from skymap_scanner.pixels import (
     parse_progression,
     pixel_radec,
 )
+from skymap_scanner.results import load_result
 from skymap_scanner.scan import ScanRunner, ScanSpec, scan_event
 from skymap_scanner.server.__main__ import parser as server_parser
 from skymap_scanner.transport.registry import TransportOptions, make_server_transport
@@ -351,3 +355,17 @@ def test_contour_scan_resumes_from_a_checkpoint(tmp_path: Path) -> None:
     other = ScanSpec(load_event(SAMPLE), "dummy", DUMMY_ELLIPSE, "8:0 64:c 512:c", cache_dir=tmp_path,
                      calibration_source="none", contour_level=5.0)
     assert other.scan_id != spec().scan_id
+
+
+def test_server_logs_the_contour_mode_and_level(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYSCAN_")}
+    proc = subprocess.run([sys.executable, "-m", "skymap_scanner.server", "--event-file", str(SAMPLE), "--reco-algo",
+                           "dummy", "--reco-option", "n_posvar=1", "--reco-option", "llh_scale=3000",
+                           "--output-dir", str(tmp_path), "--local-workers", "1", "--nsides", "8:0", "64:c",
+                           "--contour-level", "20", "--contour-margin", "1", "--no-products"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "contour mode for the NSIDE:c steps, 2*Delta-llh level 20 + margin 1" in proc.stderr
+    assert "contour refinement of nside 8 -> 64" in proc.stderr
+    res = load_result(tmp_path / "run00136662.evt000035405932.neutrino_8_64.npz")
+    assert_contour_rule_holds(res.maps, parse_progression("8:0 64:c"), level=20.0, margin=1.0)
