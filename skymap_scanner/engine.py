@@ -10,6 +10,15 @@ each into its children at the new nside. It starts once a fraction
 over steps <= k moves afterwards, the pixels around the new best are added
 (pixels already expected are never scanned twice). With threshold 1.0 the
 result is fully deterministic.
+
+A contour step (``nside:c`` / ``nside:cB``) starts the same way, then refines the
+pixels :func:`~skymap_scanner.contour.select_contour_parents` picks (those whose
+2*Delta-llh lies below ``contour_level + contour_margin``, or that touch a finer
+sample that does; at most B in all). It is re-evaluated at every quiet point (every
+expected pixel of every started step is in) with all samples so far, so the refined
+region grows until it holds the whole contour or the budget is spent; the next step
+starts only once no re-evaluation adds pixels. Quiet points do not depend on the
+order results arrive in, so with threshold 1.0 a contour scan is deterministic too.
 """
 
 from __future__ import annotations
@@ -18,10 +27,12 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import healpy as hp
 import numpy as np
 import numpy.typing as npt
 
 from .collector import FIT_FIELDS, IngestCounts, NsideStore
+from .contour import DEFAULT_CONTOUR_LEVEL, DEFAULT_CONTOUR_MARGIN, ContourSelection, select_contour_parents
 from .leases import Attempts
 from .pixels import NsideStep, parent_pixels, pixel_radec, refinement_pixels
 
@@ -64,6 +75,7 @@ class EngineCounts:
     failed_attempts: int = 0
     failed_items: int = 0  # given up on after max_attempts (poison)
     re_refinements: int = 0
+    contour_refinements: int = 0  # contour selections that added pixels
 
 
 @dataclass(frozen=True)
@@ -83,10 +95,18 @@ class ScanEngine:
         predictive_threshold: float = 1.0,
         max_attempts: int = 3,
         first_pixels: npt.ArrayLike | None = None,
+        contour_level: float | None = None,
+        contour_margin: float | None = None,
     ) -> None:
-        """``first_pixels``: scan only these pixels of the first nside (a pointed scan), not the full sky."""
+        """``first_pixels``: scan only these pixels of the first nside (a pointed scan), not the full sky.
+        ``contour_level`` / ``contour_margin``: the 2*Delta-llh a contour step follows and the margin above
+        it (None: :data:`~skymap_scanner.contour.DEFAULT_CONTOUR_LEVEL` / ``DEFAULT_CONTOUR_MARGIN``)."""
         if not 0.1 <= predictive_threshold <= 1.0:
             raise ValueError("predictive_threshold must be within 0.1 .. 1.0")
+        self.contour_level = DEFAULT_CONTOUR_LEVEL if contour_level is None else float(contour_level)
+        self.contour_margin = DEFAULT_CONTOUR_MARGIN if contour_margin is None else float(contour_margin)
+        if not (self.contour_level > 0 and self.contour_margin >= 0):
+            raise ValueError("contour_level must be > 0 and contour_margin >= 0")
         self.steps = tuple(steps)
         self.n_posvar = n_posvar
         self.threshold = predictive_threshold
@@ -100,6 +120,29 @@ class ScanEngine:
         self._queue: deque[_Pending] = deque([_Pending(0, self.stores[0].expected_pixels())])
         self.attempts = Attempts(max_attempts)
         self.counts = EngineCounts()
+        self._quiet_key: tuple[int, ...] = ()  # received counts at the last contour re-evaluation
+        #: per contour level, its latest selection that changed something (for the scan log)
+        self.contour_selections: dict[int, ContourSelection] = {}
+        self._notes: list[str] = []
+        self._budget_noted: set[int] = set()
+
+    @property
+    def has_contour_steps(self) -> bool:
+        return any(s.contour for s in self.steps)
+
+    def take_notes(self) -> list[str]:
+        """Lines for the scan log since the last call (contour refinements, budget cuts)."""
+        notes, self._notes = self._notes, []
+        return notes
+
+    def expects(self, nside: int, pixels: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """Whether each pixel is expected at ``nside`` now (False for an nside not in the progression)."""
+        store = self.store(nside)
+        px = np.asarray(pixels, dtype=np.int64)
+        if store is None:
+            return np.zeros(px.shape, bool)
+        found: npt.NDArray[np.bool_] = store.slots(px) >= 0
+        return found
 
     # -- state -------------------------------------------------------------------------
     def store(self, nside: int) -> NsideStore | None:
@@ -214,6 +257,7 @@ class ScanEngine:
 
     # -- refinement --------------------------------------------------------------------
     def _advance(self) -> None:
+        self._contour_quiet_point()
         for level in range(1, len(self.steps)):
             prev = self.stores[level - 1]
             started = self._centre[level] is not None
@@ -227,6 +271,11 @@ class ScanEngine:
                     self._centre[level] = Best(prev.nside, -1, np.nan)
                     continue
                 return
+            if self.steps[level].contour:
+                if not started:  # later re-evaluations happen at quiet points only
+                    self._centre[level] = centre
+                    self._refine_contour(level)
+                continue
             old = self._centre[level]
             if old is not None and (old.nside, old.pixel) == (centre.nside, centre.pixel):
                 continue
@@ -242,6 +291,53 @@ class ScanEngine:
             self.counts.re_refinements += 1
         if new.size:
             self._queue.append(_Pending(level, new))
+
+    def _contour_quiet_point(self) -> None:
+        """Re-evaluate the started contour steps once every expected pixel of every started step is in."""
+        if not self.has_contour_steps:
+            return
+        started = [i == 0 or c is not None for i, c in enumerate(self._centre)]
+        if not all(s.complete for s, on in zip(self.stores, started, strict=True) if on):
+            return
+        key = tuple(s.n_items_received for s in self.stores)
+        if key == self._quiet_key:
+            return
+        self._quiet_key = key
+        for level in range(1, len(self.steps)):
+            if not started[level] or not self.stores[level - 1].complete:
+                break  # a coarser step just grew: finer ones wait for its samples
+            if self.steps[level].contour:
+                self._refine_contour(level)
+
+    def _refine_contour(self, level: int) -> None:
+        step, prev = self.steps[level], self.steps[level - 1]
+        store = self.stores[level]
+        already = np.unique(parent_pixels(step.nside, store.expected_pixels(), prev.nside))
+        sel = select_contour_parents(self.results(), prev.nside, level=self.contour_level,
+                                     margin=self.contour_margin, budget=step.n_refine, already=already)
+        ratio2 = (step.nside // prev.nside) ** 2
+        nest = hp.ring2nest(prev.nside, sel.parents).astype(np.int64)
+        children = (nest[:, None] * ratio2 + np.arange(ratio2, dtype=np.int64)[None, :]).ravel()
+        new = store.add_expected(hp.nest2ring(step.nside, children).astype(np.int64))
+        self.contour_selections[level] = sel
+        if new.size:
+            self.counts.contour_refinements += 1
+            self._queue.append(_Pending(level, new))
+            self._notes.append(
+                f"contour refinement of nside {prev.nside} -> {step.nside}: {sel.parents.size} more parent pixels "
+                f"({already.size + sel.parents.size} of budget {step.n_refine}; 2*Delta-llh < "
+                f"{self.contour_level:g} + {self.contour_margin:g})")
+        if sel.over_budget and level not in self._budget_noted:
+            self._budget_noted.add(level)
+            self._notes.append(
+                f"contour step nside {step.nside} is over its budget of {step.n_refine} parent pixels: "
+                f"{sel.n_candidates - sel.parents.size} candidates of nside {prev.nside} left unrefined "
+                f"({sel.n_cut_inside} of them at or next to 2*Delta-llh < {self.contour_level:g}); "
+                f"raise the budget ({step.nside}:cB) to resolve the whole region")
+
+    def contour_over_budget(self) -> dict[int, bool]:
+        """Per contour step's nside, whether its budget left candidates unrefined (last evaluation)."""
+        return {self.steps[lv].nside: sel.over_budget for lv, sel in self.contour_selections.items()}
 
     # -- reporting ---------------------------------------------------------------------
     def progress(self) -> list[dict[str, float | int | bool]]:

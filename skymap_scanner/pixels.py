@@ -8,6 +8,7 @@ refinement arithmetic (parent/child relations) and never leaves this module.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -19,19 +20,27 @@ from .errors import ConfigError
 
 MAX_NSIDE = 2**13
 DEFAULT_PROGRESSION = "8:0 64:12 512:24"
+DEFAULT_CONTOUR_BUDGET = 100  # parent pixels a contour step (``NSIDE:c``) refines at most
 IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
 class NsideStep:
     """One step of an nside progression: scan at ``nside``; refine ``n_refine``
-    pixels of the previous step around the best pixel (0 for the first step: full sky)."""
+    pixels of the previous step around the best pixel (0 for the first step: full sky).
+
+    With ``contour`` (syntax ``NSIDE:c`` or ``NSIDE:cB``) the step refines the previous nside's pixels
+    that follow the 2*Delta-llh contour (see :mod:`skymap_scanner.contour`), and ``n_refine`` is the
+    budget: at most that many parent pixels."""
 
     nside: int
     n_refine: int
+    contour: bool = False
 
     def __str__(self) -> str:
-        return f"{self.nside}:{self.n_refine}"
+        if not self.contour:
+            return f"{self.nside}:{self.n_refine}"
+        return f"{self.nside}:c" if self.n_refine == DEFAULT_CONTOUR_BUDGET else f"{self.nside}:c{self.n_refine}"
 
 
 HEALPIX_MAX_NSIDE = 2**29
@@ -42,21 +51,34 @@ def is_valid_nside(nside: int, max_nside: int = HEALPIX_MAX_NSIDE) -> bool:
     return 1 <= nside <= max_nside and (nside & (nside - 1)) == 0
 
 
+_STEP_RE = re.compile(r"(?P<nside>[0-9]+):(?:(?P<n>[0-9]+)|(?P<c>c)(?P<budget>[0-9]*))")
+
+
 def parse_progression(specs: str | Sequence[str]) -> tuple[NsideStep, ...]:
-    """Parse ``"8:0 64:12 512:24"`` (or its tokens) into checked :class:`NsideStep` s."""
+    """Parse ``"8:0 64:12 512:24"`` or ``"8:0 64:c 512:c200"`` (or their tokens) into checked
+    :class:`NsideStep` s. ``NSIDE:N`` refines the ~N pixels of the previous nside around the best
+    fit; ``NSIDE:c`` / ``NSIDE:cB`` follows the contour with a budget of B parent pixels (default
+    :data:`DEFAULT_CONTOUR_BUDGET`)."""
     tokens = specs.split() if isinstance(specs, str) else [t for s in specs for t in s.split()]
     if not tokens:
         raise ConfigError("the nside progression is empty (e.g. --nsides 8:0 64:12 512:24)")
     steps: list[NsideStep] = []
     for tok in tokens:
-        parts = tok.split(":")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ConfigError(f"bad nside step {tok!r}: expected NSIDE:N with integers, e.g. 64:12")
-        nside, n = int(parts[0]), int(parts[1])
+        m = _STEP_RE.fullmatch(tok)
+        if m is None:
+            raise ConfigError(f"bad nside step {tok!r}: expected NSIDE:N (e.g. 64:12) or NSIDE:c / NSIDE:cB "
+                              "(contour mode with a budget of B pixels, e.g. 64:c or 64:c200)")
+        nside = int(m["nside"])
         if not is_valid_nside(nside, MAX_NSIDE):
             raise ConfigError(f"bad nside step {tok!r}: nside must be a power of 2 between 1 and {MAX_NSIDE}")
-        steps.append(NsideStep(nside, n))
-    if steps[0].n_refine != 0:
+        if m["c"]:
+            budget = int(m["budget"]) if m["budget"] else DEFAULT_CONTOUR_BUDGET
+            if budget < 1:
+                raise ConfigError(f"bad nside step {tok!r}: the contour budget must be at least 1 pixel")
+            steps.append(NsideStep(nside, budget, contour=True))
+        else:
+            steps.append(NsideStep(nside, int(m["n"])))
+    if steps[0].n_refine != 0 or steps[0].contour:
         raise ConfigError(f"the first nside step must be NSIDE:0 (a full-sky scan), got {steps[0]}")
     for prev, step in zip(steps, steps[1:], strict=False):
         if step.nside <= prev.nside:

@@ -27,6 +27,7 @@ from .atomic import atomic_write_text
 from .calibration import EventCalibration, load_calibration, shipped_calibration
 from .checkpoint import ResultLog
 from .console import describe_best, remaining_items
+from .contour import DEFAULT_CONTOUR_LEVEL, DEFAULT_CONTOUR_MARGIN
 from .coords import equatorial_to_local
 from .engine import ScanEngine, WorkItems
 from .errors import ConfigError, MessageError, SkyScanError
@@ -48,11 +49,13 @@ BLOCK_ITEMS = 16384  # items popped (and converted to local coordinates) at once
 
 
 def make_scan_id(event: Event, reco_name: str, reco_options: Mapping[str, str], steps: tuple[NsideStep, ...],
-                 threshold: float) -> str:
-    """Deterministic id of a scan: the same arguments give the same id (so a restart resumes)."""
+                 threshold: float, contour: tuple[float, float] | None = None) -> str:
+    """Deterministic id of a scan: the same arguments give the same id (so a restart resumes).
+    ``contour``: (level, margin) of a progression with contour steps (they change what is scanned)."""
     h = hashlib.sha256()
     h.update(json.dumps(native.to_dict(event), sort_keys=True).encode())
-    h.update(json.dumps([reco_name, sorted(reco_options.items()), progression_str(steps), threshold]).encode())
+    args: list[Any] = [reco_name, sorted(reco_options.items()), progression_str(steps), threshold]
+    h.update(json.dumps(args if contour is None else [*args, list(contour)]).encode())
     return f"{event.run_id}-{event.event_id}-{h.hexdigest()[:12]}"
 
 
@@ -82,14 +85,22 @@ class ScanSpec:
     #: these options), "none", or a calibration file's path
     calibration_source: str = "auto"
     calibration: EventCalibration | None = None  # this event's calibrated levels (set from the source)
+    #: 2*Delta-llh level and margin the contour steps (NSIDE:c) follow; None: contour.DEFAULT_CONTOUR_*
+    contour_level: float | None = None
+    contour_margin: float | None = None
 
     def __post_init__(self) -> None:
         self.steps = parse_progression(self.nsides) if isinstance(self.nsides, str) else tuple(self.nsides)
+        if self.contour_level is not None and not self.contour_level > 0:
+            raise ConfigError(f"the contour level must be > 0, got {self.contour_level}")
+        if self.contour_margin is not None and not self.contour_margin >= 0:
+            raise ConfigError(f"the contour margin must be >= 0, got {self.contour_margin}")
         reco = make_reco(self.reco_name, self.reco_options)  # validates name and options early
         self.n_posvar = reco.n_posvar
         if not self.scan_id:
             self.scan_id = make_scan_id(self.event, self.reco_name, self.reco_options, self.steps,
-                                        self.predictive_threshold)
+                                        self.predictive_threshold,
+                                        self.contour_settings() if any(s.contour for s in self.steps) else None)
             if self.pointing is not None:  # a different scan: never resume one from the other
                 self.scan_id += "-p" + hashlib.sha256(repr(self.pointing).encode()).hexdigest()[:6]
         if not self.key:
@@ -97,6 +108,11 @@ class ScanSpec:
         if self.calibration is None:
             self.calibration = event_calibration(self.calibration_source, self.reco_name, self.reco_options,
                                                  reco, self.event)
+
+    def contour_settings(self) -> tuple[float, float]:
+        """(level, margin) in 2*Delta-llh that the contour steps use."""
+        return (DEFAULT_CONTOUR_LEVEL if self.contour_level is None else float(self.contour_level),
+                DEFAULT_CONTOUR_MARGIN if self.contour_margin is None else float(self.contour_margin))
 
 
 def event_calibration(source: str, reco_name: str, reco_options: Mapping[str, str], reco: Reco,
@@ -137,7 +153,8 @@ class ScanRunner:
         self.spec = spec
         self.transport = transport
         self.engine = ScanEngine(spec.steps, spec.n_posvar, spec.predictive_threshold, spec.max_attempts,
-                                 None if spec.pointing is None else spec.pointing.first_pixels(spec.steps[0].nside))
+                                 None if spec.pointing is None else spec.pointing.first_pixels(spec.steps[0].nside),
+                                 *spec.contour_settings())
         # batch ids start at a random point: replies to a crashed run of the same scan (same queues)
         # must not match this run's leases, or they would close leases of batches still being fitted
         self.protocol = ScanProtocol(self.engine, spec.lease_min_s, clock, secrets.randbelow(2**52), spec.batch_size)
@@ -164,9 +181,22 @@ class ScanRunner:
         if self._log is None:
             return 0
         n = 0
-        for nside, pixels, posvars, fits, failed in self._log.replay():
-            self.engine.ingest(nside, pixels, posvars, fits, failed)
-            n += int(pixels.size)
+        # results of pixels a (contour) refinement adds only once earlier results are in wait for a later pass
+        pending = list(self._log.replay())
+        while pending:
+            later = []
+            for nside, pixels, posvars, fits, failed in pending:
+                known = self.engine.expects(nside, pixels)
+                if known.any():
+                    self.engine.ingest(nside, pixels[known], posvars[known], fits[known], failed[known])
+                    n += int(known.sum())
+                if not known.all():
+                    later.append((nside, pixels[~known], posvars[~known], fits[~known], failed[~known]))
+            if sum(r[1].size for r in later) == sum(r[1].size for r in pending):
+                break  # no pass makes these expected: not this scan's pixels
+            pending = later
+        for note in self.engine.take_notes():
+            LOGGER.info(note)
         self._items_at_start = self.engine.counts.accepted
         if n:
             LOGGER.info("resumed from checkpoint %s: %d fits already collected", self._log.path, n)
@@ -182,6 +212,11 @@ class ScanRunner:
         LOGGER.info("scan %s: %s mode, reco %s (%d position variations), nsides %s, threshold %.2f",
                     spec.scan_id, self.transport.mode, spec.reco_name, spec.n_posvar,
                     progression_str(spec.steps), spec.predictive_threshold)
+        if self.engine.has_contour_steps:
+            LOGGER.info("refinement: contour mode for the NSIDE:c steps, 2*Delta-llh level %g + margin %g%s",
+                        *spec.contour_settings(), " (default level)" if spec.contour_level is None else "")
+        else:
+            LOGGER.info("refinement: classic mode (NSIDE:N pixels around the best fit)")
         while not self.engine.done:
             self._fill()
             replies = self.transport.receive(timeout_s=0.2)
@@ -275,6 +310,8 @@ class ScanRunner:
                 self._log.append(r.nside, r.pixels, r.posvars, r.fits, r.failed)
         for level, text in effects.notes:
             LOGGER.log(level, text)
+        for text in self.engine.take_notes():
+            LOGGER.log(logging.WARNING if "over its budget" in text else logging.INFO, text)
 
     # -- reporting ------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -339,14 +376,16 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> Path:
 
 def scan_event(event: Event, reco_name: str, *, nsides: str = DEFAULT_PROGRESSION, local_workers: int = 2,
                reco_options: Mapping[str, str] | None = None, predictive_threshold: float = 1.0,
-               calibration: str = "auto", backend: str | None = "embedded") -> ScanResult:
+               calibration: str = "auto", backend: str | None = "embedded", contour_level: float | None = None,
+               contour_margin: float | None = None) -> ScanResult:
     """Run a whole scan of ``event``: embedded (this process plus ``local_workers`` workers) by default;
-    ``backend=None`` takes the transport from the environment (a broker when one is configured)."""
+    ``backend=None`` takes the transport from the environment (a broker when one is configured).
+    ``contour_level`` / ``contour_margin``: 2*Delta-llh of the contour steps (None: the defaults)."""
     from .config import EnvConfig
     from .transport.registry import TransportOptions, make_server_transport
 
     spec = ScanSpec(event, reco_name, dict(reco_options or {}), nsides, predictive_threshold,
-                    calibration_source=calibration)
+                    calibration_source=calibration, contour_level=contour_level, contour_margin=contour_margin)
     transport = make_server_transport(EnvConfig(), spec, TransportOptions(local_workers), backend=backend)
     transport.start()
     runner = ScanRunner(spec, transport)

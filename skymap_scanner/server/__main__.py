@@ -49,6 +49,16 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not x > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be > 0")
+    return x
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m skymap_scanner.server",
@@ -61,7 +71,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reco-option", action="append", type=_reco_option, default=[], metavar="NAME=VALUE",
                    help="reco option (repeatable), e.g. --reco-option sleep_s=0.01")
     p.add_argument("--nsides", nargs="+", default=["8:0", "64:12", "512:24"], metavar="NSIDE:N",
-                   help="nside progression (default: 8:0 64:12 512:24)")
+                   help="nside progression (default: 8:0 64:12 512:24); NSIDE:c or NSIDE:cB refines along the "
+                        "contour (at most B pixels of the previous nside, default 100)")
+    p.add_argument("--contour-level", type=_positive_float, default=None, metavar="L",
+                   help="2*Delta-llh level the contour steps (NSIDE:c) follow (default 11.3)")
+    p.add_argument("--contour-margin", type=_positive_float, default=None, metavar="M",
+                   help="2*Delta-llh margin above the level that is refined too (default 2.0)")
     p.add_argument("--predictive-scanning-threshold", type=_threshold, default=1.0, metavar="T",
                    help="start refining once this fraction of an nside is done (0.1..1.0, default 1.0)")
     p.add_argument("--output-dir", required=True, type=Path, help="where results and products go")
@@ -156,6 +171,7 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
         progress_interval_s=cfg.SKYSCAN_PROGRESS_INTERVAL_SEC, result_interval_s=cfg.SKYSCAN_RESULT_INTERVAL_SEC,
         timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS, timeout_no_fit_s=cfg.SKYSCAN_TIMEOUT_NO_FIT_SEC,
         cache_dir=args.cache_dir, pointing=pointing, calibration_source=args.calibration,
+        contour_level=args.contour_level, contour_margin=args.contour_margin,
     )
     LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
                 len(event.pulses), event.pulses.n_doms, event.pulses.qtot_pe)
