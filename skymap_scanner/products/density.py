@@ -3,14 +3,14 @@
 Goal: the map's credible region of probability C is the calibrated region 2*Delta-llh <= T(C),
 exactly at the headline containments (50%, 90%) and as closely as the map allows elsewhere.
 
-Leaves are grouped into bands of 2*Delta-llh between the calibration's levels; band j gets the
-probability C(T_j) - C(T_j-1) (the tail beyond the top level the rest). A band's density is its
-probability over its area. Where that density would rise away from the best fit (a thin band, a
+Leaves are grouped into bands of 2*Delta-llh: inside the 50% level, up to the 90% level, up to the
+table's top level, beyond it; each band gets the calibrated probability between its edges. A band's
+density is its probability over its area. Where that density would rise away from the best fit (a thin band, a
 pixel-limited map) adjacent bands are pooled (isotonic regression), never across a headline level:
 there the neighbouring bands on either side are pooled first, so the regions at 50% and 90% hold
 exactly their probability and every leaf inside is denser than every leaf outside. Within each
-pooled block the density is then shaped by the slope of C(T) (smoother than steps), as far as that
-keeps every block denser than the next.
+pooled block the density is then shaped by the slope of the calibrated containment C'(T) (smooth
+where the scan is), as far as that keeps every leaf of a block denser than every leaf of the next.
 """
 
 from __future__ import annotations
@@ -75,8 +75,14 @@ def calibrated_density(d2: npt.NDArray[np.float64], area_sr: npt.NDArray[np.floa
     ok = np.isfinite(d2)
     if not ok.any():
         raise ValueError("probability map is zero everywhere (no finite llh)")
-    levels = np.asarray(calibration.level, dtype=float)
-    containment = np.asarray(calibration.containment, dtype=float)
+    table_levels = np.asarray(calibration.level, dtype=float)
+    table_containment = np.asarray(calibration.containment, dtype=float)
+    # bands: inside the 50% level, between 50% and 90%, between 90% and the table's top, beyond it
+    keep = [i for i, c in enumerate(table_containment)
+            if min(abs(c - h) for h in HEADLINE_CONTAINMENTS) < 1e-9] + [table_containment.size - 1]
+    keep = sorted(set(keep))
+    levels = table_levels[keep]
+    containment = table_containment[keep]
     c_edges = np.concatenate([[0.0], calibration.containment_of(levels), [1.0]])
     n_bands = levels.size + 1  # the last: the tail beyond the top level
     band = np.searchsorted(levels, np.where(ok, d2, np.inf), side="left")
@@ -115,44 +121,47 @@ def calibrated_density(d2: npt.NDArray[np.float64], area_sr: npt.NDArray[np.floa
     block_area = np.bincount(block[ok], weights=area_sr[ok], minlength=n_blocks)
     flat = np.zeros(d2.size)
     flat[ok] = (block_mass / block_area)[block[ok]]
-    # shaped: inside each block, proportional to the slope of C(T) (beyond the top level, the tail's
-    # exponential), with the block's probability unchanged
+    # shaped: inside each block proportional to the slope of the calibrated containment C'(T) (a
+    # monotone cubic through the whole table), beyond the top level the calibration's exponential
+    # tail; rescaled so each block keeps its probability
     from scipy.interpolate import PchipInterpolator
 
-    slope = PchipInterpolator(np.concatenate([[0.0], levels]), c_edges[:-1]).derivative()
-    w_top = -2.0 * np.log1p(-containment[-1])  # the Wilks level of the top containment
     x = d2[ok]
-    w = np.where(x <= levels[-1], np.maximum(slope(np.minimum(x, levels[-1])), 0.0),
-                 np.exp(-(x - levels[-1]) * w_top / (2.0 * levels[-1]))
-                 * max(float(slope(levels[-1])), 1e-12)) + 1e-12
+    top = float(table_levels[-1])
+    c_table = np.concatenate([[0.0], calibration.containment_of(table_levels)])
+    slope = PchipInterpolator(np.concatenate([[0.0], table_levels]), c_table).derivative()
+    w_top = -2.0 * float(np.log1p(-table_containment[-1]))  # the Wilks level of the top containment
+    s_top = max(float(slope(top)), 1e-12)
+    w = np.where(x <= top, np.maximum(slope(np.minimum(x, top)), 1e-12),
+                 s_top * np.exp(-(x - top) * w_top / (2.0 * top)))
     wsum = np.bincount(block[ok], weights=w * area_sr[ok], minlength=n_blocks)
     shaped = np.zeros(d2.size)
     shaped[ok] = w * (block_mass / wsum)[block[ok]]
-    # the most shaping that keeps every block denser, leaf for leaf, than the next one
-    lam = _max_mixing(flat[ok], shaped[ok], block[ok], n_blocks)
-    density = (1.0 - lam) * flat + lam * shaped
+    # per block, the most shaping that keeps every leaf of a block denser than every leaf of the next
+    lam = _block_mixing(block_mass / block_area, shaped[ok], block[ok], n_blocks)
+    density = np.zeros(d2.size)
+    density[ok] = flat[ok] + lam[block[ok]] * (shaped[ok] - flat[ok])
     return density / float(np.sum(density * area_sr))
 
 
-def _max_mixing(flat: npt.NDArray[np.float64], shaped: npt.NDArray[np.float64], block: npt.NDArray[np.int64],
-                n_blocks: int) -> float:
-    """Largest lambda in [0, 1] with min(block k) >= max(block k+1) for (1-lambda)*flat + lambda*shaped."""
-    def monotone(lam: float) -> bool:
-        rho = (1.0 - lam) * flat + lam * shaped
-        lo = np.full(n_blocks, np.inf)
-        hi = np.full(n_blocks, -np.inf)
-        np.minimum.at(lo, block, rho)
-        np.maximum.at(hi, block, rho)
-        present = np.isfinite(lo)
-        lo, hi = lo[present], hi[present]
-        return bool(np.all(lo[:-1] >= hi[1:] * (1.0 - 1e-12)))
+def _block_mixing(flat: npt.NDArray[np.float64], shaped: npt.NDArray[np.float64], block: npt.NDArray[np.int64],
+                  n_blocks: int) -> npt.NDArray[np.float64]:
+    """Per block k, the weight lambda_k in [0, 1] of the shaped density against the block's flat one
+    (``flat[k]``) such that min(block k) >= max(block k+1).
 
-    if monotone(1.0):
-        return 1.0
-    if not monotone(0.0):
-        return 0.0
-    a, b = 0.0, 1.0
-    for _ in range(30):
-        mid = 0.5 * (a + b)
-        a, b = (mid, b) if monotone(mid) else (a, mid)
-    return a
+    Within a block the density is flat_k + lambda_k * (shaped - flat_k), so its minimum and maximum are
+    linear in lambda_k, and lowering a block's lambda only raises its minimum and lowers its maximum: each
+    adjacent pair can be settled on its own, in closed form, without upsetting another.
+    """
+    smin = np.full(n_blocks, np.inf)
+    smax = np.full(n_blocks, -np.inf)
+    np.minimum.at(smin, block, shaped)
+    np.maximum.at(smax, block, shaped)
+    lam = np.ones(n_blocks)
+    drop = flat[:-1] - flat[1:]  # >= 0: the pooled blocks' densities do not rise outwards
+    spread = (smax[1:] - flat[1:]) - (smin[:-1] - flat[:-1])  # what shaping both blocks fully costs
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(spread > drop, np.clip(0.999 * drop / spread, 0.0, 1.0), 1.0)  # 0.999: no ties
+    lam[:-1] = np.minimum(lam[:-1], t)
+    lam[1:] = np.minimum(lam[1:], t)
+    return lam
