@@ -98,6 +98,8 @@ class EmbeddedTransport(ServerTransport):
         self.max_in_flight_batches = 3 * n_workers
         self._in: Any = self._ctx.Queue()
         self._procs: dict[Any, Connection] = {}  # process -> the read end of its result pipe
+        self._names: dict[Any, str] = {}  # process -> its worker name (as in its "started" signals)
+        self._lost: set[str] = set()
         self._spawned = 0
         self.replaced = 0  # workers that died and were replaced
 
@@ -110,6 +112,7 @@ class EmbeddedTransport(ServerTransport):
         p.start()
         writer.close()  # only the worker writes: its death then reads as EOF here
         self._procs[p] = reader
+        self._names[p] = f"local-worker-{self._spawned}"
 
     def _read(self, timeout_s: float) -> list[bytes]:
         """Messages from every worker pipe that has one, waiting up to ``timeout_s``."""
@@ -158,10 +161,15 @@ class EmbeddedTransport(ServerTransport):
         notes = []
         for p in [p for p in self._procs if not p.is_alive()]:
             self._procs.pop(p).close()
+            self._lost.add(self._names.pop(p, ""))
             self.replaced += 1
             notes.append(f"local worker {p.name} exited with code {p.exitcode}; starting a replacement")
             self._spawn()
         return notes
+
+    def lost_workers(self) -> set[str]:
+        lost, self._lost = self._lost, set()
+        return lost
 
     def close(self) -> None:
         for _ in self._procs:
