@@ -16,7 +16,14 @@ from collections import Counter
 from collections.abc import Callable
 
 from .errors import MessageError
-from .messages import ResultMessage, ScanOverMessage, StartedMessage, WorkMessage, decode_delivery, decode_reply
+from .messages import (
+    ResultMessage,
+    ScanOverMessage,
+    StartedMessage,
+    WorkMessage,
+    decode_delivery,
+    decode_reply,
+)
 from .signing import ForgedMessage, ReplayedMessage, UnsignedMessage, Verifier
 
 LOG_BURST = 10  # drops logged one by one (per kind) before the log switches to periodic summaries

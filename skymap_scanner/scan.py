@@ -164,7 +164,7 @@ class ScanRunner:
 
     def __init__(self, spec: ScanSpec, transport: Transport,
                  on_manifest: Callable[[dict[str, Any]], None] | None = None,
-                 on_partial_result: Callable[[ScanResult], None] | None = None,
+                 on_partial_result: Callable[[ScanResult], object] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.transport = transport
@@ -433,10 +433,9 @@ def scan_event(event: Event, reco_name: str, *, nsides: str = DEFAULT_PROGRESSIO
     """Run a whole scan of ``event``: embedded (this process plus ``local_workers`` workers) by default;
     ``backend=None`` takes the transport from the environment (a broker when one is configured).
     ``contour_level`` / ``contour_margin``: 2*Delta-llh of the contour steps (None: the defaults)."""
+    from .checkpoint import new_instance_id
     from .config import EnvConfig
     from .transport.registry import TransportOptions, make_server_transport
-
-    from .checkpoint import new_instance_id
 
     spec = ScanSpec(event, reco_name, dict(reco_options or {}), nsides, predictive_threshold,
                     calibration_source=calibration, contour_level=contour_level, contour_margin=contour_margin)
