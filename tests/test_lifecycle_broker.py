@@ -12,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_broker import Scan, base_env, rabbitmq, scans, write_event  # noqa: F401 - fixtures
+import test_broker
+from test_broker import Scan, base_env, write_event
 
 from skymap_scanner.results import load_result
 
 pytestmark = pytest.mark.broker
+rabbitmq = test_broker.rabbitmq  # the fixtures of the broker tests
+scans = test_broker.scans
 
 # clients that would otherwise wait 10 min for more work, and 10 min for their first message
 PATIENT = {"SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE": "600", "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE": "600"}
