@@ -11,7 +11,9 @@ batch was sent: waiting in the queue behind other work is not a failure.
   has been in a worker's hands for ``lease_min_s`` plus three times the time the work queued before it
   should take at the observed throughput. It is re-sent without costing an attempt.
 
-The clock is injected so tests can drive time. A (pixel, posvar) whose fit failed is retried until it
+Workers that never signal a start (the single-message mode under the EWMS pilot) are recognised by
+their replies to batches never started; the protocol then charges every overdue batch an attempt, as
+it cannot tell a lost delivery from a failed fit. The clock is injected so tests can drive time. A (pixel, posvar) whose fit failed is retried until it
 has failed ``max_attempts`` times, then given up on.
 """
 
@@ -52,6 +54,8 @@ class LeaseBook:
         self.clock = clock
         self._seq = 0
         self._t_busy: float | None = None  # last time a batch of this scan was known to be in a worker's hands
+        #: replies to batches no worker said it had taken: workers that do not signal (the single-message mode)
+        self.unsignalled_replies = 0
         self._leases: dict[int, Lease] = {}
         self._sent: dict[tuple[int, int, int], int] = {}  # (nside, pixel, posvar) -> leases holding it
         self.items_in_flight = 0
@@ -111,6 +115,8 @@ class LeaseBook:
         now = self.clock()
         if lease.started_at is not None:
             self._t_busy = now
+        else:
+            self.unsignalled_replies += 1
         if self._t_last is not None and now > self._t_last:
             inst = lease.pixels.size / (now - self._t_last)
             self._rate_items_per_s = inst if self._rate_items_per_s == 0 else 0.9 * self._rate_items_per_s + 0.1 * inst

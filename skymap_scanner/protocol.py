@@ -94,21 +94,25 @@ class ScanProtocol:
     def expire(self) -> Effects:
         """Overdue batches. One never taken by a worker was lost on the way: re-sent, no attempt counted.
         One taken and not answered within its lease: its fits count as failed attempts (retried, or
-        given up on)."""
+        given up on). Workers that never signal a start (the single-message mode, e.g. under the EWMS
+        pilot) cannot tell the two apart: there every overdue batch costs an attempt, as before."""
         fx = Effects()
         for lease in self.leases.overdue():
             self.stats.resent_batches += 1
             what = f"batch {lease.batch_id} (nside {lease.nside}, {lease.pixels.size} fits)"
-            if lease.started_at is None:
+            if lease.started_at is None and not self.leases.unsignalled_replies:
                 self.stats.lost_batches += 1
                 fx.note(logging.WARNING, f"{what} was never taken by a worker: a lost delivery; re-sending "
                                          "its fits (no attempt counted)")
                 self.engine.requeue(lease.nside, lease.pixels, lease.posvars)
             else:
                 self.stats.expired_batches += 1
-                fx.note(logging.WARNING, f"{what}, taken by {lease.started_by[:60]}, got no reply within its "
-                                         f"lease ({lease.deadline_s(self.leases.lease_min_s, self.max_pixel_reco_s):.0f} s); "
-                                         "its fits count as failed attempts")
+                if lease.started_at is None:
+                    why = "got no reply in time"
+                else:
+                    lease_s = lease.deadline_s(self.leases.lease_min_s, self.max_pixel_reco_s)
+                    why = f"taken by {lease.started_by[:60]}, got no reply within its lease ({lease_s:.0f} s)"
+                fx.note(logging.WARNING, f"{what} {why}; its fits count as failed attempts")
                 self._failed(lease.nside, lease.pixels, lease.posvars, fx)
         return fx
 

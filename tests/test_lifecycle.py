@@ -177,6 +177,21 @@ def test_only_a_started_then_expired_batch_or_an_error_costs_an_attempt() -> Non
     assert p.engine.counts.failed_attempts == 8
 
 
+def test_workers_that_never_signal_a_start_are_charged_as_before() -> None:
+    """The single-message mode (the EWMS pilot) sends no "started": once a reply shows such workers, an
+    overdue batch costs an attempt (a crash there must still end in a give-up, not in endless re-sends)."""
+    clock = Clock()
+    p = protocol(clock, lease_min_s=5.0)
+    a, b = p.engine.pop_work(4), p.engine.pop_work(4)
+    assert a is not None and b is not None
+    p.on_result(reply(a, p.open_batch(a)))  # answered, never started
+    p.open_batch(b)
+    clock.t += 5.01
+    fx = p.expire()
+    assert "got no reply in time" in fx.notes[0][1] and p.stats.lost_batches == 0
+    assert p.engine.counts.failed_attempts == 4
+
+
 def test_a_fit_longer_than_max_pixel_reco_time_is_a_failure() -> None:
     clock = Clock()
     p = protocol(clock, max_pixel_reco_s=10.0, max_attempts=1)

@@ -101,7 +101,10 @@ def _single(args: argparse.Namespace) -> int:
     except MessageError as e:
         raise MessageError(f"{args.infile}: {e}") from None
     if isinstance(work, ScanOverMessage):
-        raise MessageError(f"{args.infile}: the scan is over ({work.reason}): nothing to fit")
+        # the pilot needs an outfile; this one is nobody's result (a server still listening drops it)
+        LOGGER.info("the scan is over (%s): nothing to fit", work.reason)
+        atomic_write_text(args.outfile, json.dumps({"scan_over": work.reason}))
+        return 0
     reply = _load(startup).handle(work)
     atomic_write_text(args.outfile, json.dumps(seal(reply.to_dict(), "result", key)))
     return 0
