@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import multiprocessing as mp
+import queue
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -172,6 +173,14 @@ class EmbeddedTransport(ServerTransport):
         return lost
 
     def close(self) -> None:
+        # work still queued is nobody's now (the scan ended or was stopped): drop it, so that each worker
+        # stops after the batch in hand instead of fitting the queue first (best effort: a put not yet
+        # flushed by the queue's feeder thread may remain)
+        try:
+            while True:
+                self._in.get_nowait()
+        except (queue.Empty, OSError, ValueError):
+            pass
         for _ in self._procs:
             try:
                 self._in.put(None)
