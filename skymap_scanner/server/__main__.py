@@ -3,6 +3,11 @@
 With no ``SKYSCAN_BROKER_ADDRESS`` the scan runs embedded on this machine with
 ``--local-workers`` processes; with one, work goes out through the broker to
 clients started with the client-startup JSON this command writes.
+
+SIGTERM / SIGINT (and, with SkyDriver, the kill switch: the scan deleted there) stop the scan
+gracefully: one log line, the checkpoint flushed, the results so far as ``*.partial.npz``, the clients
+told that the scan is over, exit 143 / 130 (0 for the kill switch). However the scan ends, the clients
+get a signed scan-over message and the client-startup JSON is marked over.
 """
 
 from __future__ import annotations
@@ -223,7 +228,7 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
         ended = f"stopped: {stop.reason}"
         reporter.view.close()
         runner.close()  # the checkpoint flushed to disk
-        partial = _write_partial(reporter, runner, args.output_dir)
+        partial = _write_partial(reporter, runner, args.output_dir, quiet=True)
         # the one line a stop leaves
         LOGGER.warning("scan stopped (%s) after %.1f s: partial result %s, checkpoint %s; clients told the scan "
                        "is over; exit %d", stop.reason, time.monotonic() - t0, partial,
@@ -266,12 +271,12 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
     return 0
 
 
-def _write_partial(reporter: _Reporter, runner: Any, output_dir: Path) -> str:
+def _write_partial(reporter: _Reporter, runner: Any, output_dir: Path, quiet: bool = False) -> str:
     """The results so far under the partial name (and the manifest); best effort on the way out."""
     from ..scan import write_manifest
 
     try:
-        path = reporter.partial(runner.result())
+        path = reporter.partial(runner.result(), quiet=quiet)
         write_manifest(output_dir, runner.manifest())
         return str(path)
     except Exception as e:  # pragma: no cover - best effort on the way out
@@ -347,9 +352,10 @@ class _Reporter:
         if self.skydriver:
             self.skydriver.send_manifest(manifest)
 
-    def partial(self, result: object) -> Path:
+    def partial(self, result: object, quiet: bool = False) -> Path:
         path: Path = result.write_npz(self.output_dir, partial=True)  # type: ignore[attr-defined]
-        LOGGER.info("partial result written: %s", path.name)
+        if not quiet:
+            LOGGER.info("partial result written: %s", path.name)
         if self.skydriver:
             self.skydriver.send_result(result, final=False)
         return path
