@@ -1,4 +1,4 @@
-"""Scan lifecycle over a real RabbitMQ, with real server and client processes (issue 12, defects 5 and 6):
+"""Scan lifecycle over a real broker (RabbitMQ; NATS for the stop), with real server and client processes (issue 12, defects 5 and 6):
 a SIGTERM'd server tells its clients in-band that the scan is over (they exit within seconds, and a client
 started later exits at once), and two servers with the same arguments no longer share queues."""
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_broker
+from conftest import NATS, RABBITMQ, need_broker
 from test_broker import Scan, base_env, write_event
 
 from skymap_scanner.results import load_result
@@ -25,10 +26,14 @@ scans = test_broker.scans
 PATIENT = {"SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE": "600", "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE": "600"}
 
 
-def test_sigterm_stops_the_server_and_its_clients_within_seconds(rabbitmq: None, scans: Callable[..., Scan]) -> None:
+@pytest.mark.parametrize("broker", ["rabbitmq", "nats"])
+def test_sigterm_stops_the_server_and_its_clients_within_seconds(broker: str, scans: Callable[..., Scan]) -> None:
     """Defect 6: SIGTERM was silent and clients left only at their idle timeout (600 s by default)."""
+    host, port = RABBITMQ if broker == "rabbitmq" else NATS
+    need_broker(broker, host, port)
+    env = base_env(**PATIENT, SKYSCAN_BROKER_CLIENT=broker, SKYSCAN_BROKER_ADDRESS=host)
     scan = scans(["--reco-algo", "dummy", "--reco-option", "sleep_s=0.02", "--nsides", "8:0", "64:12",
-                  "--cache-dir", "cache"], base_env(**PATIENT))
+                  "--cache-dir", "cache"], env)
     scan.start_server()
     scan.start_client()
     scan.start_client()
@@ -57,7 +62,7 @@ def test_sigterm_stops_the_server_and_its_clients_within_seconds(rabbitmq: None,
     assert late.wait(timeout=30) == 0
     late_s = time.monotonic() - t1
     assert late_s < 10 and "is over" in (scan.dir / "client-3.log").read_text()
-    print(f"RabbitMQ SIGTERM: server exit {code} after {server_s:.2f} s; both clients exit 0 by {clients_s:.2f} s; "
+    print(f"{broker} SIGTERM: server exit {code} after {server_s:.2f} s; both clients exit 0 by {clients_s:.2f} s; "
           f"a late client exits 0 after {late_s:.2f} s")
 
 
