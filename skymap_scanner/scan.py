@@ -111,6 +111,9 @@ class ScanSpec:
             raise ConfigError(f"the contour margin must be >= 0, got {self.contour_margin}")
         reco = make_reco(self.reco_name, self.reco_options)  # validates name and options early
         self.n_posvar = reco.n_posvar
+        if self.calibration is None:  # before the id: a contour scan's level comes from it
+            self.calibration = event_calibration(self.calibration_source, self.reco_name, self.reco_options,
+                                                 reco, self.event)
         if not self.scan_id:
             self.scan_id = make_scan_id(self.event, self.reco_name, self.reco_options, self.steps,
                                         self.predictive_threshold,
@@ -121,14 +124,19 @@ class ScanSpec:
             self.key = scan_key(self.cache_dir, self.scan_id)
         if not self.instance_id:
             self.instance_id = self.scan_id
-        if self.calibration is None:
-            self.calibration = event_calibration(self.calibration_source, self.reco_name, self.reco_options,
-                                                 reco, self.event)
 
     def contour_settings(self) -> tuple[float, float]:
-        """(level, margin) in 2*Delta-llh that the contour steps use."""
-        return (DEFAULT_CONTOUR_LEVEL if self.contour_level is None else float(self.contour_level),
+        """(level, margin) in 2*Delta-llh that the contour steps use: the given level, else this event's
+        calibrated 90% level, else contour.DEFAULT_CONTOUR_LEVEL."""
+        return (float(self.contour_level) if self.contour_level is not None else
+                round(self.calibration.level_for(0.9), 4) if self.calibration is not None else DEFAULT_CONTOUR_LEVEL,
                 DEFAULT_CONTOUR_MARGIN if self.contour_margin is None else float(self.contour_margin))
+
+    def contour_level_source(self) -> str:
+        """Where the contour level comes from, for the log."""
+        if self.contour_level is not None:
+            return "given"
+        return "the calibrated 90% level" if self.calibration is not None else "default level"
 
 
 def event_calibration(source: str, reco_name: str, reco_options: Mapping[str, str], reco: Reco,
@@ -253,7 +261,7 @@ class ScanRunner:
                     progression_str(spec.steps), spec.predictive_threshold)
         if self.engine.has_contour_steps:
             LOGGER.info("refinement: contour mode for the NSIDE:c steps, 2*Delta-llh level %g + margin %g%s",
-                        *spec.contour_settings(), " (default level)" if spec.contour_level is None else "")
+                        *spec.contour_settings(), f" ({spec.contour_level_source()})")
         else:
             LOGGER.info("refinement: classic mode (NSIDE:N pixels around the best fit)")
         while not self.engine.done:

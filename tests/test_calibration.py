@@ -252,3 +252,29 @@ def test_event_calibration_round_trips() -> None:
     assert back.level_for(0.9) == pytest.approx(e.level_for(0.9), rel=1e-4)
     with pytest.raises(ConfigError, match="malformed"):
         EventCalibration.from_dict({"containment": [0.5]})
+
+
+def test_contour_steps_follow_the_events_calibrated_90_level(tmp_path: Path) -> None:
+    """A contour progression refines along this event's calibrated 90% level (and its scan id says
+    which level), unless a level is given or no calibration applies."""
+    from skymap_scanner.contour import DEFAULT_CONTOUR_LEVEL
+    from skymap_scanner.events import load_event
+    from skymap_scanner.scan import ScanSpec
+
+    event = load_event(Path(__file__).parent / "data" / "events" / "run00136662-evt000035405932-BRONZE.pkl")
+    cal = wilks_calibration(stretch=3.0, exponent=0.5)
+    cal.reco_options.clear()
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal.to_dict()))
+    calibrated = ScanSpec(event, "pandel_mpe", {}, "8:0 64:c", calibration_source=str(path))
+    assert calibrated.calibration is not None
+    level = calibrated.contour_settings()[0]
+    assert level == pytest.approx(calibrated.calibration.level_for(0.9), abs=1e-3)
+    assert level != pytest.approx(DEFAULT_CONTOUR_LEVEL)
+    plain = ScanSpec(event, "pandel_mpe", {}, "8:0 64:c", calibration_source="none")
+    assert plain.contour_settings()[0] == DEFAULT_CONTOUR_LEVEL and plain.scan_id != calibrated.scan_id
+    given = ScanSpec(event, "pandel_mpe", {}, "8:0 64:c", calibration_source=str(path), contour_level=7.5)
+    assert given.contour_settings()[0] == 7.5
+    # a classic progression's id does not depend on the calibration
+    assert (ScanSpec(event, "pandel_mpe", {}, "8:0 64:12", calibration_source=str(path)).scan_id
+            == ScanSpec(event, "pandel_mpe", {}, "8:0 64:12", calibration_source="none").scan_id)
