@@ -368,7 +368,7 @@ class MQWorkerChannel(WorkerChannel):
 
     @asynccontextmanager
     async def session(self, idle_s: float) -> AsyncIterator[WorkerSession]:
-        async with open_pub(self.settings, self.from_clients) as pub, \
+        async with open_pub(self.settings, self.from_clients, subscribe_first=False) as pub, \
                 open_sub(self.settings, self.to_clients, prefetch=1, timeout_s=max(1.0, idle_s)) as sub:
             session = _MQSession(sub, pub)
             pump = asyncio.ensure_future(session.pump(max(0.5, self.settings.heartbeat_s / 2)))

@@ -56,14 +56,15 @@ class Undecodable(str):
     scan counts it as a bad message. Its text says why."""
 
 
-def decode_payload(payload: bytes, max_compressed: int = MAX_COMPRESSED_BYTES,
-                   max_decoded: int = MAX_DECODED_BYTES) -> Any:
+def decode_payload(payload: bytes, max_compressed: int | None = None, max_decoded: int | None = None) -> Any:
     """The ``data`` of an mqclient payload (zstd-compressed JSON ``{"headers":..., "data":...}``).
 
     The size is checked before decompressing, and decompression stops at ``max_decoded`` bytes (memory
     stays bounded by that, whatever the frame header claims)."""
     import zstandard
 
+    max_compressed = max_compressed or MAX_COMPRESSED_BYTES
+    max_decoded = max_decoded or MAX_DECODED_BYTES
     if not isinstance(payload, (bytes, bytearray)):
         raise UndecodableMessage(f"a payload of type {type(payload).__name__}")
     if len(payload) > max_compressed:
@@ -208,11 +209,16 @@ def _pulsar_classes() -> tuple[type, type]:
                                         connection_timeout_ms=10_000)
 
     class PulsarPub(mq_pulsar.PulsarPub, Configured):  # type: ignore[misc]
+        subscribe_first = True
+
         async def connect(self) -> None:
             await Configured.connect(self)
-            # a subscription first, so that messages are kept for it (as mqclient does)
-            self.client.subscribe(self.topic, PULSAR_SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Shared,
-                                  initial_position=pulsar.InitialPosition.Earliest).close()
+            if self.subscribe_first:
+                # a subscription first, so that messages are kept for it (as mqclient does); not for
+                # the clients' replies: the server's consumer made it (and pulsar-lite times out a
+                # subscribe to a subscription whose consumer is waiting in a receive)
+                self.client.subscribe(self.topic, PULSAR_SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Shared,
+                                      initial_position=pulsar.InitialPosition.Earliest).close()
             self.producer = self.client.create_producer(self.topic)
 
     class PulsarSub(mq_pulsar.PulsarSub, Configured):  # type: ignore[misc]
@@ -236,7 +242,7 @@ def classes(client: str) -> tuple[type, type]:
         return _CLASSES[client]
 
 
-def _make(settings: BrokerSettings, name: str, sub: bool, prefetch: int) -> Any:
+def _make(settings: BrokerSettings, name: str, sub: bool, prefetch: int, subscribe_first: bool = True) -> Any:
     pub_cls, sub_cls = classes(settings.client)
     if settings.client == "rabbitmq":
         q = sub_cls(settings.address, name, settings.auth, prefetch) if sub else pub_cls(settings.address, name,
@@ -248,13 +254,17 @@ def _make(settings: BrokerSettings, name: str, sub: bool, prefetch: int) -> Any:
         q = (sub_cls(settings.address, name, PULSAR_SUBSCRIPTION, settings.auth, prefetch) if sub
              else pub_cls(settings.address, name, settings.auth))
     q.configure(settings)
+    if not sub:
+        q.subscribe_first = subscribe_first
     return q
 
 
 @asynccontextmanager
-async def open_pub(settings: BrokerSettings, name: str) -> AsyncIterator[RawPub]:
-    """A connected publisher to queue ``name``."""
-    q = _make(settings, name, sub=False, prefetch=1)
+async def open_pub(settings: BrokerSettings, name: str, subscribe_first: bool = True) -> AsyncIterator[RawPub]:
+    """A connected publisher to queue ``name``. Pulsar keeps messages only for existing subscriptions:
+    ``subscribe_first`` makes sure the scan's exists first (the server's publisher needs it, the clients'
+    replies go to a topic the server is subscribed to)."""
+    q = _make(settings, name, sub=False, prefetch=1, subscribe_first=subscribe_first)
     await q.connect()
     try:
         yield RawPub(q)
@@ -294,7 +304,7 @@ class RawSub:
     None after ``timeout_s`` without a delivery. Leaving :func:`open_sub` with an exception gives the
     current delivery back to the broker; leaving it normally acknowledges it."""
 
-    def __init__(self, q: Any, timeout_s: float, max_compressed: int, max_decoded: int) -> None:
+    def __init__(self, q: Any, timeout_s: float, max_compressed: int | None, max_decoded: int | None) -> None:
         self.q, self.timeout_ms = q, max(1, int(timeout_s * 1000))
         self.max_compressed, self.max_decoded = max_compressed, max_decoded
         self.current: Any = None  # the mqclient Message handed out and not yet acknowledged
@@ -339,9 +349,9 @@ class RawSub:
 
 @asynccontextmanager
 async def open_sub(settings: BrokerSettings, name: str, prefetch: int, timeout_s: float,
-                   max_compressed: int = MAX_COMPRESSED_BYTES,
-                   max_decoded: int = MAX_DECODED_BYTES) -> AsyncIterator[RawSub]:
-    """A connected subscription to queue ``name`` (see :class:`RawSub`)."""
+                   max_compressed: int | None = None, max_decoded: int | None = None) -> AsyncIterator[RawSub]:
+    """A connected subscription to queue ``name`` (see :class:`RawSub`); the size limits default to
+    :data:`MAX_COMPRESSED_BYTES` and :data:`MAX_DECODED_BYTES`."""
     q = _make(settings, name, sub=True, prefetch=prefetch)
     await q.connect()
     sub = RawSub(q, timeout_s, max_compressed, max_decoded)
