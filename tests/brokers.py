@@ -163,7 +163,9 @@ def queue_exists(broker: str, name: str) -> bool:
 
 
 async def _publish(broker: str, queue: str, payloads: list[Any], raw: bool) -> None:
-    async with open_pub(settings(broker), queue) as pub:
+    # no subscription first: the scan's server made it (pulsar-lite times out a subscribe to a
+    # subscription whose consumers are waiting)
+    async with open_pub(settings(broker), queue, subscribe_first=False) as pub:
         for p in payloads:
             await (pub.send_raw(p) if raw else pub.send(p))
 

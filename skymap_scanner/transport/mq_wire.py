@@ -217,8 +217,11 @@ def _pulsar_classes() -> tuple[type, type]:
                 # a subscription first, so that messages are kept for it (as mqclient does); not for
                 # the clients' replies: the server's consumer made it (and pulsar-lite times out a
                 # subscribe to a subscription whose consumer is waiting in a receive)
-                self.client.subscribe(self.topic, PULSAR_SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Shared,
-                                      initial_position=pulsar.InitialPosition.Earliest).close()
+                try:
+                    self.client.subscribe(self.topic, PULSAR_SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Shared,
+                                          initial_position=pulsar.InitialPosition.Earliest).close()
+                except pulsar.Timeout:  # pulsar-lite: consumers are waiting on it, so it exists
+                    LOGGER.debug("subscribing to %s timed out: its subscription is in use", self.topic)
             self.producer = self.client.create_producer(self.topic)
 
     class PulsarSub(mq_pulsar.PulsarSub, Configured):  # type: ignore[misc]
