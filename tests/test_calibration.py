@@ -278,3 +278,20 @@ def test_contour_steps_follow_the_events_calibrated_90_level(tmp_path: Path) -> 
     # a classic progression's id does not depend on the calibration
     assert (ScanSpec(event, "pandel_mpe", {}, "8:0 64:12", calibration_source=str(path)).scan_id
             == ScanSpec(event, "pandel_mpe", {}, "8:0 64:12", calibration_source="none").scan_id)
+
+
+@pytest.mark.parametrize("sx", [0.3, 1.5])
+def test_coarse_map_credible_regions_are_the_calibrated_regions(sx: float) -> None:
+    """On a coarse (pixel-limited) scan, where the bands' densities would rise outwards, the 50% and 90%
+    credible regions of the calibrated map are still exactly the calibrated regions."""
+    ra, dec = snap_to_pixel(120.0, 25.0, 64)
+    g = Gaussian(ra, dec, sx=sx, isotropic=True)
+    m = build_multires(scan_from_arrays(gaussian_scan(g, nsides=(8, 64), radii_deg=(180.0, 10.0))))
+    cal = wilks_calibration(stretch=3.0).for_event(100.0)
+    dens = probability_density(m, None, cal)
+    d2 = 2.0 * (m.llh - m.llh_min)
+    for p in (0.5, 0.9):
+        inside = d2 <= cal.level_for(p)
+        assert float(np.sum(dens[inside] * m.area_sr[inside])) == pytest.approx(p, abs=1e-9)
+        assert dens[inside].min() > dens[np.isfinite(d2) & ~inside].max()  # every leaf inside is denser
+        assert credible_area_deg2(m, dens, p) == pytest.approx(region_area_deg2(m, cal.level_for(p)), rel=1e-9)
