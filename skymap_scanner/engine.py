@@ -23,18 +23,18 @@ order results arrive in, so with threshold 1.0 a contour scan is deterministic t
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import healpy as hp
 import numpy as np
 import numpy.typing as npt
 
 from .collector import FIT_FIELDS, IngestCounts, NsideStore
 from .contour import DEFAULT_CONTOUR_LEVEL, DEFAULT_CONTOUR_MARGIN, ContourSelection, select_contour_parents
 from .leases import Attempts
-from .pixels import NsideStep, parent_pixels, pixel_radec, refinement_pixels
+from .pixels import NsideStep, child_pixels, parent_pixels, pixel_radec, refinement_pixels
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -123,15 +123,15 @@ class ScanEngine:
         self._quiet_key: tuple[int, ...] = ()  # received counts at the last contour re-evaluation
         #: per contour level, its latest selection that changed something (for the scan log)
         self.contour_selections: dict[int, ContourSelection] = {}
-        self._notes: list[str] = []
+        self._notes: list[tuple[int, str]] = []  # (logging level, line)
         self._budget_noted: set[int] = set()
 
     @property
     def has_contour_steps(self) -> bool:
         return any(s.contour for s in self.steps)
 
-    def take_notes(self) -> list[str]:
-        """Lines for the scan log since the last call (contour refinements, budget cuts)."""
+    def take_notes(self) -> list[tuple[int, str]]:
+        """(logging level, line) for the scan log since the last call (contour refinements, budget cuts)."""
         notes, self._notes = self._notes, []
         return notes
 
@@ -315,25 +315,22 @@ class ScanEngine:
         already = np.unique(parent_pixels(step.nside, store.expected_pixels(), prev.nside))
         sel = select_contour_parents(self.results(), prev.nside, level=self.contour_level,
                                      margin=self.contour_margin, budget=step.n_refine, already=already)
-        ratio2 = (step.nside // prev.nside) ** 2
-        nest = hp.ring2nest(prev.nside, sel.parents).astype(np.int64)
-        children = (nest[:, None] * ratio2 + np.arange(ratio2, dtype=np.int64)[None, :]).ravel()
-        new = store.add_expected(hp.nest2ring(step.nside, children).astype(np.int64))
+        new = store.add_expected(child_pixels(prev.nside, sel.parents, step.nside))
         self.contour_selections[level] = sel
         if new.size:
             self.counts.contour_refinements += 1
             self._queue.append(_Pending(level, new))
-            self._notes.append(
+            self._notes.append((logging.INFO,
                 f"contour refinement of nside {prev.nside} -> {step.nside}: {sel.parents.size} more parent pixels "
                 f"({already.size + sel.parents.size} of budget {step.n_refine}; 2*Delta-llh < "
-                f"{self.contour_level:g} + {self.contour_margin:g})")
+                f"{self.contour_level:g} + {self.contour_margin:g})"))
         if sel.over_budget and level not in self._budget_noted:
             self._budget_noted.add(level)
-            self._notes.append(
+            self._notes.append((logging.WARNING,
                 f"contour step nside {step.nside} is over its budget of {step.n_refine} parent pixels: "
                 f"{sel.n_candidates - sel.parents.size} candidates of nside {prev.nside} left unrefined "
                 f"({sel.n_cut_inside} of them at or next to 2*Delta-llh < {self.contour_level:g}); "
-                f"raise the budget ({step.nside}:cB) to resolve the whole region")
+                f"raise the budget ({step.nside}:cB) to resolve the whole region"))
 
     def contour_over_budget(self) -> dict[int, bool]:
         """Per contour step's nside, whether its budget left candidates unrefined (last evaluation)."""

@@ -118,10 +118,16 @@ def refinement_pixels(
     coarse = hp.query_disc(coarse_nside, vec, refine_radius_rad(coarse_nside, n_refine), inclusive=False)
     own = hp.ang2pix(coarse_nside, np.pi / 2 - centre_dec, centre_ra)
     coarse = np.union1d(np.asarray(coarse, dtype=np.int64), [own])
+    return np.unique(child_pixels(coarse_nside, coarse, fine_nside))
+
+
+def child_pixels(coarse_nside: int, pixels: npt.ArrayLike, fine_nside: int) -> IntArray:
+    """RING children at ``fine_nside`` of each RING pixel at ``coarse_nside`` (all of each pixel's
+    children in turn, in the order of ``pixels``); the inverse of :func:`parent_pixels`."""
     ratio2 = (fine_nside // coarse_nside) ** 2
-    nest = hp.ring2nest(coarse_nside, coarse).astype(np.int64)
+    nest = hp.ring2nest(coarse_nside, np.asarray(pixels, dtype=np.int64)).astype(np.int64)
     children = (nest[:, None] * ratio2 + np.arange(ratio2, dtype=np.int64)[None, :]).ravel()
-    return np.unique(hp.nest2ring(fine_nside, children).astype(np.int64))
+    return np.asarray(hp.nest2ring(fine_nside, children), dtype=np.int64)
 
 
 def parent_pixels(fine_nside: int, pixels: npt.ArrayLike, coarse_nside: int) -> IntArray:

@@ -203,8 +203,8 @@ class ScanRunner:
             if sum(r[1].size for r in later) == sum(r[1].size for r in pending):
                 break  # no pass makes these expected: not this scan's pixels
             pending = later
-        for note in self.engine.take_notes():
-            LOGGER.info(note)
+        for level, note in self.engine.take_notes():
+            LOGGER.log(level, note)
         self._items_at_start = self.engine.counts.accepted
         if n:
             LOGGER.info("resumed from checkpoint %s: %d fits already collected", self._log.path, n)
@@ -318,8 +318,8 @@ class ScanRunner:
                 self._log.append(r.nside, r.pixels, r.posvars, r.fits, r.failed)
         for level, text in effects.notes:
             LOGGER.log(level, text)
-        for text in self.engine.take_notes():
-            LOGGER.log(logging.WARNING if "over its budget" in text else logging.INFO, text)
+        for level, text in self.engine.take_notes():
+            LOGGER.log(level, text)
 
     # -- reporting ------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@ samples, the engine's re-evaluation, and whole scans on the dummy reco's ellipti
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -264,7 +265,7 @@ def test_engine_budget_cut_is_reported() -> None:
     e = drive(ScanEngine(parse_progression("8:0 64:c 512:c20"), 1))
     assert e.contour_over_budget()[512] and not e.contour_over_budget()[64]
     assert np.unique(parent_pixels(512, e.results()[512]["index"], 64)).size == 20
-    assert any("over its budget of 20" in n for n in e.take_notes())
+    assert any(level == logging.WARNING and "over its budget of 20" in text for level, text in e.take_notes())
     assert not fully_resolved(region_area_by_nside(e.results()), 512)
 
 

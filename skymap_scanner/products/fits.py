@@ -1,14 +1,11 @@
 """Probability map and HEALPix FITS files (multi-order NUNIQ, and single-resolution llh).
 
 The probability map of a calibrated scan (:mod:`skymap_scanner.calibration`) is built so that its
-credible regions are the calibrated regions: the probability inside 2*Delta-llh <= T is the
-calibrated containment C(T) of that level. Leaves are grouped into bands of 2*Delta-llh between the
-calibration's levels; each band gets the probability C(upper) - C(lower), spread over its
-area and shaped within it by the slope of C(T) (adjacent bands are pooled where the band averages would
-rise away from the best fit); beyond the table's top level the rest follows the
-calibration's tail. Without a calibration the density is exp(-(llh - llh_min)), the likelihood read
-as a posterior, which for pandel_mpe is far too confident (labelled so in the header). Either way
-it is per steradian, sums to 1 over the sky, and never-scanned sky gets 0. The multi-order file follows the
+50% and 90% credible regions are the calibrated regions (the probability inside 2*Delta-llh <= T is
+the calibrated containment of T at those levels; how: :mod:`skymap_scanner.products.density`).
+Without a calibration the density is exp(-(llh - llh_min)), the likelihood read as a posterior,
+which for pandel_mpe is far too confident (labelled so in the header). Either way it is per
+steradian, sums to 1 over the sky, and never-scanned sky gets 0. The multi-order file follows the
 HEALPix multi-order convention used by ligo.skymap and GCN (columns UNIQ, PROBDENSITY [sr-1];
 ORDERING = NUNIQ, COORDSYS = C). Building the HDUs is pure; only :func:`write_hdul` does I/O.
 """
@@ -174,7 +171,7 @@ def moc_hdul(m: MultiResMap, meta: Meta) -> fits.HDUList:
         h["HIERARCH CALIB_VERSION"] = (cal.version, "region calibration")
         h["COMMENT"] = ("PROBDENSITY: the probability inside 2*Delta-llh <= T is the calibrated containment "
                         "of T (measured on realistic simulated tracks), so this map's 50%/90% credible regions "
-                        "are the calibrated_50/90 regions; bands between calibration levels are uniform")
+                        "are the calibrated_50/90 regions; shaped between those levels by the calibration")
     else:
         h["PROBMETH"] = ("EXP_DLLH", "exp(-Delta-llh), not calibrated")
         h["COMMENT"] = ("PROBDENSITY: exp(-(llh - llh_min)), the likelihood read as a posterior; no calibration "
