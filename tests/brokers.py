@@ -61,12 +61,23 @@ def rabbitmq_queue_depth(name: str) -> int:
 
 
 async def _publish(broker: str, address: str, queue: str, payloads: list[Any]) -> None:
+    """Publish each payload; one the broker refuses (a RabbitMQ quorum queue can nack a publish while
+    it is busy: seen once under CI) is sent again, as any client would, up to 3 tries in all."""
     from mqclient import Queue
 
-    q = Queue(broker, address=address, name=queue, timeout=5)
-    async with q.open_pub() as pub:
-        for p in payloads:
-            await pub.send(p)
+    left = list(payloads)
+    for attempt in range(3):
+        try:
+            q = Queue(broker, address=address, name=queue, timeout=5)
+            async with q.open_pub() as pub:
+                while left:
+                    await pub.send(left[0])
+                    left.pop(0)
+            return
+        except Exception:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(1.0)
 
 
 def publish(queue: str, payloads: list[Any], broker: str = "rabbitmq") -> None:

@@ -447,3 +447,36 @@ def test_server_without_clients_gives_up_and_keeps_a_partial_result(rabbitmq: No
     assert load_result(scan.result_npz()).maps[8].size == 0  # the (empty) partial result is on disk
     # the work it published is still queued for clients that may come later
     assert rabbitmq_queue_depth(scan.startup()["queue_to_clients"]) > 0
+
+
+_DIES_WITHOUT_CLOSE = """
+import sys
+from pathlib import Path
+from skymap_scanner.config import EnvConfig
+from skymap_scanner.events import load_event
+from skymap_scanner.scan import ScanSpec
+from skymap_scanner.transport.registry import TransportOptions, make_server_transport
+cfg = EnvConfig(SKYSCAN_BROKER_CLIENT=sys.argv[1], SKYSCAN_BROKER_ADDRESS="127.0.0.1")
+spec = ScanSpec(load_event(Path(sys.argv[2])), "dummy", {}, "8:0", scan_id=sys.argv[3])
+t = make_server_transport(cfg, spec, TransportOptions(startup_json=Path(sys.argv[4])))
+t.start()
+raise RuntimeError("the server died here, before closing its transport")
+"""
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq", "nats"])
+def test_a_server_dying_without_closing_its_transport_still_exits(broker: str, tmp_path: Path) -> None:
+    """An exception that skips the transport's close() must still end the process (non-zero), not leave
+    it waiting at interpreter exit for a publisher thread blocked on its outbox (CI hung on this)."""
+    need_broker(broker, *(RABBITMQ if broker == "rabbitmq" else NATS))
+    scan_id = f"dies-{broker}-{random.randrange(10**12)}"
+    try:
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", _DIES_WITHOUT_CLOSE, broker, str(SAMPLE), scan_id,
+                               str(tmp_path / "startup.json")], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1
+        assert "the server died here" in proc.stderr
+        assert time.monotonic() - t0 < 30
+    finally:
+        from skymap_scanner.transport.mq import queue_names
+        delete_queues(broker, list(queue_names(scan_id)))

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import multiprocessing as mp
+import queue
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -35,7 +36,10 @@ class _PipeSession(WorkerSession):
 
     async def __aiter__(self) -> AsyncIterator[Any]:  # type: ignore[override]
         while True:
-            raw = await asyncio.to_thread(self.channel.in_q.get)
+            try:  # bounded, so no executor thread outlives its process's exit (see mq._Publisher)
+                raw = await asyncio.to_thread(self.channel.in_q.get, True, 1.0)
+            except queue.Empty:
+                continue
             if raw is None:  # the server's stop sign
                 self.channel.stopped = True
                 return

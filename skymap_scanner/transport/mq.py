@@ -41,6 +41,7 @@ from .contract import ServerTransport, WorkerChannel, WorkerSession
 
 LOGGER = logging.getLogger(__name__)
 STARTUP_FORMAT = "skymap-scanner-client-startup/1"
+_WAIT_SLICE_S = 1.0  # longest blocking wait in an executor thread (s)
 
 
 def queue_names(scan_id: str) -> tuple[str, str]:
@@ -98,7 +99,12 @@ class _Publisher(threading.Thread):
                 async with q.open_pub() as pub:
                     while True:
                         if pending is None:
-                            pending = await asyncio.to_thread(self.outbox.get)
+                            try:
+                                # a bounded wait: an executor thread blocked in get() forever would keep
+                                # the interpreter from exiting when the server dies without close()
+                                pending = await asyncio.to_thread(self.outbox.get, True, _WAIT_SLICE_S)
+                            except queue.Empty:
+                                continue
                             if pending is None:
                                 return
                         await pub.send(pending)
