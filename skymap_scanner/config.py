@@ -39,6 +39,8 @@ class EnvConfig:
     SKYSCAN_LEASE_MIN_SEC: float = 120.0  # least time before an unanswered batch is re-sent
     SKYSCAN_MAX_ATTEMPTS: int = 3  # reco failures on one (pixel, posvar) before it is recorded as failed
     SKYSCAN_BATCH_SIZE: int = 0  # (pixel, posvar) fits per message; 0 = choose from the reco's speed
+    SKYSCAN_MAX_PIXEL_RECO_TIME: float = 1800.0  # s one fit may take; a started batch's lease is n x this + slack
+    SKYSCAN_SKYDRIVER_POLL_SEC: float = 60.0  # s between kill-switch polls of SkyDriver's scan status
     SKYSCAN_EXTERNAL_RECO: str = ""  # command of the `external` reco when no --reco-option command=... is given
 
     def broker_auth(self) -> str:
@@ -72,7 +74,7 @@ def read_env_config() -> EnvConfig:
         if getattr(cfg, name).upper() not in LOG_LEVELS:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {LOG_LEVELS}")
     for name in ("SKYSCAN_PROGRESS_INTERVAL_SEC", "SKYSCAN_RESULT_INTERVAL_SEC", "SKYSCAN_LEASE_MIN_SEC",
-                 "SKYSCAN_TIMEOUT_NO_FIT_SEC",
+                 "SKYSCAN_TIMEOUT_NO_FIT_SEC", "SKYSCAN_MAX_PIXEL_RECO_TIME", "SKYSCAN_SKYDRIVER_POLL_SEC",
                  "SKYSCAN_MQ_TIMEOUT_TO_CLIENTS", "SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS",
                  "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE", "SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE"):
         if getattr(cfg, name) <= 0:

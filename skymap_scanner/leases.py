@@ -1,9 +1,20 @@
 """Leases on sent work and attempts on failed work: the scan protocol's state. No I/O.
 
-A batch is overdue when no reply came within ``lease_min_s`` plus three times the
-time the work queued before it should take at the observed throughput. The
-clock is injected so tests can drive time. A (pixel, posvar) whose fit failed is
-retried until it has failed ``max_attempts`` times, then given up on.
+A lease runs from when a worker *takes* its batch (the worker's "started" signal), not from when the
+batch was sent: waiting in the queue behind other work is not a failure.
+
+* A started batch is overdue when no reply came within ``lease_min_s + n_items * max_pixel_reco_s``
+  of its start (``max_pixel_reco_s`` is SKYSCAN_MAX_PIXEL_RECO_TIME, the longest one fit may take):
+  the worker died, hung, or is too slow; that costs its items an attempt.
+* A batch never started is a *lost delivery* when (a) a batch sent after it was started more than
+  ``lease_min_s`` ago (queues hand work out in order: it was overtaken), or (b) no batch of this scan
+  has been in a worker's hands for ``lease_min_s`` plus three times the time the work queued before it
+  should take at the observed throughput. It is re-sent without costing an attempt.
+
+Workers that never signal a start (the single-message mode under the EWMS pilot) are recognised by
+their replies to batches never started; the protocol then charges every overdue batch an attempt, as
+it cannot tell a lost delivery from a failed fit. The clock is injected so tests can drive time. A (pixel, posvar) whose fit failed is retried until it
+has failed ``max_attempts`` times, then given up on.
 """
 
 from __future__ import annotations
@@ -23,14 +34,28 @@ class Lease:
     posvars: npt.NDArray[np.int64]
     sent_at: float
     items_ahead: int  # items in flight when this batch was sent
+    seq: int = 0  # order of sending
+    started_at: float | None = None  # when a worker took it (its latest "started" signal)
+    started_by: str = ""  # the worker that took it
+    starts: int = 0  # "started" signals: more than one means it was taken again (a redelivery)
+    overtaken_at: float | None = None  # not started, and a batch sent after it was: since when
+
+    def deadline_s(self, lease_min_s: float, max_pixel_reco_s: float) -> float:
+        """Seconds after its start by which a started batch must be answered."""
+        return lease_min_s + int(self.pixels.size) * max_pixel_reco_s
 
 
 class LeaseBook:
     """In-flight batches, their deadlines, and the observed throughput."""
 
-    def __init__(self, lease_min_s: float, clock: Callable[[], float]) -> None:
+    def __init__(self, lease_min_s: float, clock: Callable[[], float], max_pixel_reco_s: float = 1800.0) -> None:
         self.lease_min_s = lease_min_s
+        self.max_pixel_reco_s = max_pixel_reco_s
         self.clock = clock
+        self._seq = 0
+        self._t_busy: float | None = None  # last time a batch of this scan was known to be in a worker's hands
+        #: replies to batches no worker said it had taken: workers that do not signal (the single-message mode)
+        self.unsignalled_replies = 0
         self._leases: dict[int, Lease] = {}
         self._sent: dict[tuple[int, int, int], int] = {}  # (nside, pixel, posvar) -> leases holding it
         self.items_in_flight = 0
@@ -41,7 +66,9 @@ class LeaseBook:
         return len(self._leases)
 
     def add(self, batch_id: int, nside: int, pixels: npt.NDArray[np.int64], posvars: npt.NDArray[np.int64]) -> None:
-        self._leases[batch_id] = Lease(batch_id, nside, pixels, posvars, self.clock(), self.items_in_flight)
+        self._seq += 1
+        self._leases[batch_id] = Lease(batch_id, nside, pixels, posvars, self.clock(), self.items_in_flight,
+                                       self._seq)
         self.items_in_flight += int(pixels.size)
         for key in _keys(nside, pixels, posvars):
             self._sent[key] = self._sent.get(key, 0) + 1
@@ -58,6 +85,27 @@ class LeaseBook:
         """Which of these items are in a batch sent out and not yet answered (or given up on)."""
         return np.array([key in self._sent for key in _keys(nside, pixels, posvars)], bool).reshape(-1)
 
+    def start(self, batch_id: int, worker: str) -> Lease | None:
+        """A worker took ``batch_id``: its lease runs from now. Returns it (None if unknown or done)."""
+        lease = self._leases.get(batch_id)
+        if lease is None:
+            return None
+        now = self._t_busy = self.clock()
+        lease.started_at, lease.started_by, lease.starts = now, worker, lease.starts + 1
+        lease.overtaken_at = None
+        for other in self._leases.values():
+            if other.started_at is None and other.seq < lease.seq and other.overtaken_at is None:
+                other.overtaken_at = now
+        return lease
+
+    def started_by(self, workers: set[str]) -> list[Lease]:
+        """Remove and return the started leases held by these workers (known to have died)."""
+        out = [lease for lease in self._leases.values() if lease.started_at is not None and lease.started_by in workers]
+        for lease in out:
+            del self._leases[lease.batch_id]
+            self._release(lease)
+        return out
+
     def done(self, batch_id: int) -> Lease | None:
         """A reply for ``batch_id`` came in; returns its lease (None if unknown or already done)."""
         lease = self._leases.pop(batch_id, None)
@@ -65,6 +113,10 @@ class LeaseBook:
             return None
         self._release(lease)
         now = self.clock()
+        if lease.started_at is not None:
+            self._t_busy = now
+        else:
+            self.unsignalled_replies += 1
         if self._t_last is not None and now > self._t_last:
             inst = lease.pixels.size / (now - self._t_last)
             self._rate_items_per_s = inst if self._rate_items_per_s == 0 else 0.9 * self._rate_items_per_s + 0.1 * inst
@@ -72,14 +124,24 @@ class LeaseBook:
         return lease
 
     def overdue(self) -> list[Lease]:
-        """Remove and return the leases past their deadline."""
+        """Remove and return the leases past their deadline: started ones not answered in time
+        (``started_at`` set) and lost deliveries (``started_at`` None); see the module docstring."""
         now = self.clock()
+        if any(lease.started_at is not None for lease in self._leases.values()):
+            self._t_busy = now
         out = []
         for lease in list(self._leases.values()):
-            expected = 0.0
-            if self._rate_items_per_s > 0:
-                expected = (lease.items_ahead + lease.pixels.size) / self._rate_items_per_s
-            if now - lease.sent_at > self.lease_min_s + 3.0 * expected:
+            if lease.started_at is not None:
+                late = now - lease.started_at > lease.deadline_s(self.lease_min_s, self.max_pixel_reco_s)
+            elif lease.overtaken_at is not None and now - lease.overtaken_at > self.lease_min_s:
+                late = True
+            else:
+                expected = 0.0
+                if self._rate_items_per_s > 0:
+                    expected = (lease.items_ahead + lease.pixels.size) / self._rate_items_per_s
+                since = lease.sent_at if self._t_busy is None else max(lease.sent_at, self._t_busy)
+                late = now - since > self.lease_min_s + 3.0 * expected
+            if late:
                 out.append(lease)
                 del self._leases[lease.batch_id]
                 self._release(lease)

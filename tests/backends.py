@@ -188,6 +188,9 @@ class Wrapper(ServerTransport):
     def maintain(self) -> list[str]:
         return self.inner.maintain()
 
+    def lost_workers(self) -> set[str]:
+        return self.inner.lost_workers()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -239,7 +239,8 @@ def test_protocol_sends_an_overdue_batch_again_after_its_lease() -> None:
     assert p.expire().notes == []
     clock.t += 2.0
     fx = p.expire()
-    assert p.stats.resent_batches == 1 and "got no reply in time" in fx.notes[0][1] and fx.rows == []
+    assert p.stats.resent_batches == 1 and "a lost delivery" in fx.notes[0][1] and fx.rows == []
+    assert p.engine.counts.failed_attempts == 0  # never taken by a worker: no attempt spent
     again = p.engine.pop_work(10)
     assert again is not None and again.pixels[:3].tolist() == work.pixels.tolist()
 

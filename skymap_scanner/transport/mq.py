@@ -330,7 +330,7 @@ def make_server_transport(cfg: EnvConfig, spec: Any, startup_json: Path) -> MQSe
     from ..pixels import progression_str  # here, not at the top: healpy is not needed to import this module
 
     settings = broker_settings(cfg)
-    to_clients, from_clients = queue_names(spec.scan_id)
+    to_clients, from_clients = queue_names(spec.instance_id)  # one server start, one set of queues
     doc = {
         "format": STARTUP_FORMAT,
         "scanner_version": __version__,
@@ -345,7 +345,7 @@ def make_server_transport(cfg: EnvConfig, spec: Any, startup_json: Path) -> MQSe
         "scan_key": spec.key.hex(),  # the HMAC key of every message (the file is mode 600; never logged)
         "event": native.to_dict(spec.event),
     }
-    return MQServerTransport(settings, spec.scan_id, startup_json, doc)
+    return MQServerTransport(settings, spec.instance_id, startup_json, doc)
 
 
 def read_startup_json(path: Path) -> dict[str, Any]:
