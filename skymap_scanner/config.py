@@ -26,6 +26,7 @@ class EnvConfig:
     SKYSCAN_BROKER_AUTH_FILE: str = ""  # file holding the token (alternative to SKYSCAN_BROKER_AUTH)
     SKYSCAN_MQ_TIMEOUT_TO_CLIENTS: int = 30 * 60  # s a publish may block before the server gives up
     SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS: int = 3 * 24 * 3600  # s the server waits with no reply at all
+    SKYSCAN_MQ_HEARTBEAT_SEC: float = 30.0  # broker heartbeat (RabbitMQ) / ping (NATS) period, s
     SKYSCAN_TIMEOUT_NO_FIT_SEC: float = 4 * 3600.0  # s without one successful fit before the scan fails
     SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE: int = 60 * 60  # s a client waits for its first pixel
     SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE: int = 10 * 60  # s a client waits for more work before exiting
@@ -75,6 +76,7 @@ def read_env_config() -> EnvConfig:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {LOG_LEVELS}")
     for name in ("SKYSCAN_PROGRESS_INTERVAL_SEC", "SKYSCAN_RESULT_INTERVAL_SEC", "SKYSCAN_LEASE_MIN_SEC",
                  "SKYSCAN_TIMEOUT_NO_FIT_SEC", "SKYSCAN_MAX_PIXEL_RECO_TIME", "SKYSCAN_SKYDRIVER_POLL_SEC",
+                 "SKYSCAN_MQ_HEARTBEAT_SEC",
                  "SKYSCAN_MQ_TIMEOUT_TO_CLIENTS", "SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS",
                  "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE", "SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE"):
         if getattr(cfg, name) <= 0:
