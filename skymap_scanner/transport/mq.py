@@ -54,6 +54,11 @@ QUEUE_EXPIRY_S = 24 * 3600.0  # RabbitMQ x-expires (unused queue) / NATS max_age
 REFRESH_DECLARATION_S = 3600.0  # the server re-declares its to-clients queue this often (RabbitMQ expiry)
 
 
+#: seconds the server waits, after its last message (the scan-over), before deleting the scan's queues:
+#: clients waiting on the work queue take the scan-over and exit instead of finding their queue gone
+SCAN_OVER_LINGER_S = 3.0
+
+
 def queue_names(scan_id: str) -> tuple[str, str]:
     """(to-clients, from-clients) queue names: legal on RabbitMQ, NATS and Pulsar."""
     safe = re.sub(r"[^A-Za-z0-9_-]", "-", scan_id)
@@ -279,9 +284,10 @@ class MQServerTransport(ServerTransport):
         """Replies dropped at the broker edge (counted again by intake as bad messages)."""
         return self._sub.dropped
 
-    def close(self, delete: bool = True, linger_s: float = 0.0) -> None:
+    def close(self, delete: bool = True, linger_s: float | None = None) -> None:
         """Stop publishing (what is queued is sent, for up to a few seconds) and consuming, then, with
-        ``delete``, delete the scan's queues after ``linger_s`` s (for clients to read a last message).
+        ``delete``, delete the scan's queues after ``linger_s`` s, for waiting clients to read the
+        scan-over message (None: ``SCAN_OVER_LINGER_S`` if publishing worked to the end, else 0).
         Never blocks for more than about ``linger_s`` + 10 s, whatever state the broker is in."""
         if self._closed:
             return
@@ -294,6 +300,9 @@ class MQServerTransport(ServerTransport):
         # thread and anything it has not acked goes back to the queue, so do not wait for it long
         if self._sub.ident is not None:
             self._sub.join(timeout=1)
+        if linger_s is None:
+            healthy = self._pub.ident is not None and not self._pub.is_alive() and self._pub.failing_for == 0
+            linger_s = SCAN_OVER_LINGER_S if healthy else 0.0
         if delete and self._pub.ident is not None:
             if linger_s > 0:
                 time.sleep(linger_s)
