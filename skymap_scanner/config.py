@@ -40,7 +40,7 @@ class EnvConfig:
     SKYSCAN_LEASE_MIN_SEC: float = 120.0  # least time before an unanswered batch is re-sent
     SKYSCAN_MAX_ATTEMPTS: int = 3  # reco failures on one (pixel, posvar) before it is recorded as failed
     SKYSCAN_BATCH_SIZE: int = 0  # (pixel, posvar) fits per message; 0 = choose from the reco's speed
-    SKYSCAN_MAX_PIXEL_RECO_TIME: float = 1800.0  # s one fit may take; a started batch's lease is n x this + slack
+    SKYSCAN_MAX_PIXEL_RECO_TIME: float = 1800.0  # s one fit may take: the cap on a started batch's lease per fit (see leases.py)
     SKYSCAN_SKYDRIVER_POLL_SEC: float = 60.0  # s between kill-switch polls of SkyDriver's scan status
     SKYSCAN_EXTERNAL_RECO: str = ""  # command of the `external` reco when no --reco-option command=... is given
 

@@ -3,9 +3,13 @@
 A lease runs from when a worker *takes* its batch (the worker's "started" signal), not from when the
 batch was sent: waiting in the queue behind other work is not a failure.
 
-* A started batch is overdue when no reply came within ``lease_min_s + n_items * max_pixel_reco_s``
-  of its start (``max_pixel_reco_s`` is SKYSCAN_MAX_PIXEL_RECO_TIME, the longest one fit may take):
-  the worker died, hung, or is too slow; that costs its items an attempt.
+* A started batch is overdue when no reply came within ``lease_min_s + n_items * t_fit`` of its start:
+  the worker died, hung, or is too slow; that costs its items an attempt. ``t_fit`` is
+  :data:`FIT_TIME_FACTOR` times the slowest per-fit time of the last :data:`FIT_TIMES_KEPT` answered
+  batches (start to reply, per item), capped at ``max_pixel_reco_s`` (SKYSCAN_MAX_PIXEL_RECO_TIME, the
+  longest one fit may take); before any started batch was answered it is that cap. So a batch whose
+  worker was killed is re-sent after a few fit times, not after n x 30 min, while a worker that is
+  merely slower than the others rarely loses its batch.
 * A batch never started is a *lost delivery* when (a) a batch sent after it was started more than
   ``lease_min_s`` ago (queues hand work out in order: it was overtaken), or (b) no batch of this scan
   has been in a worker's hands for ``lease_min_s`` plus three times the time the work queued before it
@@ -19,11 +23,15 @@ has failed ``max_attempts`` times, then given up on.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+FIT_TIME_FACTOR = 4.0  # a started batch's lease allows this many times the slowest recent per-fit time
+FIT_TIMES_KEPT = 50  # answered batches whose per-fit time is remembered
 
 
 @dataclass
@@ -40,9 +48,9 @@ class Lease:
     starts: int = 0  # "started" signals: more than one means it was taken again (a redelivery)
     overtaken_at: float | None = None  # not started, and a batch sent after it was: since when
 
-    def deadline_s(self, lease_min_s: float, max_pixel_reco_s: float) -> float:
-        """Seconds after its start by which a started batch must be answered."""
-        return lease_min_s + int(self.pixels.size) * max_pixel_reco_s
+    def deadline_s(self, lease_min_s: float, fit_s: float) -> float:
+        """Seconds after its start by which a started batch must be answered, ``fit_s`` per fit."""
+        return lease_min_s + int(self.pixels.size) * fit_s
 
 
 class LeaseBook:
@@ -61,6 +69,18 @@ class LeaseBook:
         self.items_in_flight = 0
         self._rate_items_per_s = 0.0
         self._t_last: float | None = None
+        self._fit_s: deque[float] = deque(maxlen=FIT_TIMES_KEPT)  # per-fit time of answered started batches
+
+    @property
+    def fit_s(self) -> float:
+        """The time per fit a started batch is allowed (see the module docstring)."""
+        if not self._fit_s:
+            return self.max_pixel_reco_s
+        return min(self.max_pixel_reco_s, FIT_TIME_FACTOR * max(self._fit_s))
+
+    def lease_s(self, lease: Lease) -> float:
+        """Seconds after its start by which started batch ``lease`` must be answered."""
+        return lease.deadline_s(self.lease_min_s, self.fit_s)
 
     def __len__(self) -> int:
         return len(self._leases)
@@ -115,6 +135,8 @@ class LeaseBook:
         now = self.clock()
         if lease.started_at is not None:
             self._t_busy = now
+            if lease.pixels.size:
+                self._fit_s.append(max(0.0, now - lease.started_at) / int(lease.pixels.size))
         else:
             self.unsignalled_replies += 1
         if self._t_last is not None and now > self._t_last:
@@ -132,7 +154,7 @@ class LeaseBook:
         out = []
         for lease in list(self._leases.values()):
             if lease.started_at is not None:
-                late = now - lease.started_at > lease.deadline_s(self.lease_min_s, self.max_pixel_reco_s)
+                late = now - lease.started_at > self.lease_s(lease)
             elif lease.overtaken_at is not None and now - lease.overtaken_at > self.lease_min_s:
                 late = True
             else:

@@ -110,7 +110,7 @@ class ScanProtocol:
                 if lease.started_at is None:
                     why = "got no reply in time"
                 else:
-                    lease_s = lease.deadline_s(self.leases.lease_min_s, self.max_pixel_reco_s)
+                    lease_s = self.leases.lease_s(lease)
                     why = f"taken by {lease.started_by[:60]}, got no reply within its lease ({lease_s:.0f} s)"
                 fx.note(logging.WARNING, f"{what} {why}; its fits count as failed attempts")
                 self._failed(lease.nside, lease.pixels, lease.posvars, fx)

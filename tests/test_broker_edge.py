@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import resource
 import subprocess
 import sys
@@ -86,8 +87,9 @@ def test_a_good_payload_decodes() -> None:
     (zstandard.ZstdCompressor().compress(b"{not json"), "not JSON"),
     (zstandard.ZstdCompressor().compress(b'{"headers": {}}'), "'data'"),
     (b"\x28\xb5\x2f\xfd" + b"\xff" * 40, "corrupt"),
-    (b"\x28\xb5\x2f\xfd" + os.urandom(LIMIT_IN_TESTS), "over the limit"),
-])
+    # seeded bytes, not os.urandom: pytest-xdist's workers must collect the same parameters
+    (b"\x28\xb5\x2f\xfd" + random.Random(12).randbytes(LIMIT_IN_TESTS), "over the limit"),
+], ids=["not-zstd", "not-json", "no-data", "corrupt", "over-limit"])
 def test_an_undecodable_payload_is_refused_with_its_reason(payload: bytes, why: str) -> None:
     with pytest.raises(UndecodableMessage, match=why):
         decode_payload(payload, max_compressed=LIMIT_IN_TESTS)

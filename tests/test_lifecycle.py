@@ -28,7 +28,7 @@ from skymap_scanner.engine import ScanEngine, WorkItems
 from skymap_scanner.errors import MessageError, SkyScanError
 from skymap_scanner.events import load_event
 from skymap_scanner.intake import accept_result, accept_work
-from skymap_scanner.leases import LeaseBook
+from skymap_scanner.leases import FIT_TIME_FACTOR, LeaseBook
 from skymap_scanner.messages import (
     ResultMessage,
     ScanOverMessage,
@@ -109,6 +109,31 @@ def test_a_started_batch_has_a_lease_of_n_fits_times_the_max_reco_time_plus_slac
     clock.t += 0.01
     (lease,) = book.overdue()
     assert lease.batch_id == 1 and lease.started_by == "w1"
+
+
+def test_once_fits_were_timed_a_started_batch_s_lease_follows_them() -> None:
+    """Issue 12: with the lease at n x SKYSCAN_MAX_PIXEL_RECO_TIME (30 min a fit), the batch of a SIGKILLed
+    client was never re-sent and the scan gave up. Once started batches have been answered, a started
+    batch's lease is lease_min + n x FIT_TIME_FACTOR x the slowest recent per-fit time (capped)."""
+    clock = Clock()
+    book = LeaseBook(lease_min_s=5.0, clock=clock, max_pixel_reco_s=10.0)
+    assert book.fit_s == 10.0  # nothing timed yet: the cap
+    book.add(1, 8, px(1, 2), px(0, 0))
+    book.start(1, "w1")
+    clock.t += 1.0  # 0.5 s a fit
+    assert book.done(1) is not None
+    assert book.fit_s == FIT_TIME_FACTOR * 0.5
+    book.add(2, 8, px(3, 4, 5, 6), px(0, 0, 0, 0))
+    book.start(2, "w2")  # and then its worker is killed
+    clock.t += 5.0 + 4 * FIT_TIME_FACTOR * 0.5
+    assert book.overdue() == []
+    clock.t += 0.01
+    (lease,) = book.overdue()
+    assert lease.batch_id == 2 and lease.started_by == "w2"
+    book.add(3, 8, px(7), px(0))  # a slow fit raises the allowance, up to the cap
+    book.start(3, "w1")
+    clock.t += 9.0
+    assert book.done(3) is not None and book.fit_s == 10.0
 
 
 def test_waiting_in_the_queue_behind_busy_workers_is_not_a_failure() -> None:
