@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from brokers import BROKER_ADDRESSES, broker_address, delete_queues, rabbitmq_queue_depth, start_pulsar_lite
+from brokers import BROKER_ADDRESSES, broker_address, delete_queues, rabbitmq_queue_exists, start_pulsar_lite
 from conftest import IN_CI, NATS, RABBITMQ, need_broker, reachable  # tests/ is on pytest's pythonpath
 from reference import DUMMY, SAMPLE, SMALL, Reference, assert_equals_reference
 
@@ -293,8 +293,9 @@ def test_rabbitmq_scan_equals_stored_result(rabbitmq: None, scans: Callable[...,
         log = (scan.dir / f"client-{i}.log").read_text()
         assert "done after" in log, log[-2000:]
     d = scan.startup()
-    # no work left behind: only the scan-over message, passed on by the clients for any started later
-    assert rabbitmq_queue_depth(d["queue_to_clients"]) == 1
+    # nothing left behind: the server deleted the scan's queues once its clients had read the scan-over
+    assert not rabbitmq_queue_exists(d["queue_to_clients"])
+    assert not rabbitmq_queue_exists(d["queue_from_clients"])
 
 
 @pytest.mark.slow
@@ -477,8 +478,10 @@ def test_server_without_clients_gives_up_and_keeps_a_partial_result(rabbitmq: No
     m = scan.manifest()
     assert m is not None and m["complete"] is False
     assert load_result(scan.result_npz()).maps[8].size == 0  # the (empty) partial result is on disk
-    # the work it published is still queued for clients that may come later
-    assert rabbitmq_queue_depth(scan.startup()["queue_to_clients"]) > 0
+    # a scan that gave up leaves no queues behind (nobody will fit the work it had published)
+    d = scan.startup()
+    assert not rabbitmq_queue_exists(d["queue_to_clients"])
+    assert not rabbitmq_queue_exists(d["queue_from_clients"])
 
 
 _DIES_WITHOUT_CLOSE = """

@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_broker
+from brokers import publish
 from conftest import NATS, RABBITMQ, need_broker
 from test_broker import Scan, base_env, write_event
 
+from skymap_scanner.messages import ScanOverMessage
 from skymap_scanner.results import load_result
+from skymap_scanner.signing import seal
 
 pytestmark = pytest.mark.broker
 rabbitmq = test_broker.rabbitmq  # the fixtures of the broker tests
@@ -68,8 +71,10 @@ def test_sigterm_stops_the_server_and_its_clients_within_seconds(broker: str, sc
 
 def test_a_resumed_scan_s_clients_ignore_the_scan_over_of_the_run_before(rabbitmq: None,
                                                                         scans: Callable[..., Scan]) -> None:
-    """Stop, then resume with the same --cache-dir (same instance, same queues, the scan-over of the first
-    run still in the work queue): the second run's client drops it and the scan completes."""
+    """Stop, then resume with the same --cache-dir (same instance, same queues) while the first run's
+    scan-over is still in the work queue (the first run deletes its queues after its linger; a run
+    killed during the linger leaves it there, as put back here): the second run's client drops it and
+    the scan completes."""
     scan = scans(["--reco-algo", "dummy", "--reco-option", "sleep_s=0.005", "--nsides", "8:0",
                   "--cache-dir", "cache"], base_env(**PATIENT))
     scan.start_server()
@@ -80,7 +85,10 @@ def test_a_resumed_scan_s_clients_ignore_the_scan_over_of_the_run_before(rabbitm
     scan.server.send_signal(signal.SIGTERM)
     assert scan.wait_server(30) == 143
     assert scan.wait_clients(30) == [0]
+    first = scan.startup()
     (scan.dir / "startup.json").unlink()
+    over = ScanOverMessage(first["scan_id"], first["server_run"], "stopped: SIGTERM received")
+    publish(queues, [seal(over.to_dict(), "work", bytes.fromhex(first["scan_key"]))])
     scan.start_server(base_env(SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE="2"))
     assert scan.startup()["queue_to_clients"] == queues  # a resume: the same instance
     scan.start_client(base_env(SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE="2"))

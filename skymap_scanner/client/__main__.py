@@ -145,8 +145,12 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
 
 async def relay_scan_over(settings: Any, queue_to_clients: str, raw: Any, timeout_s: float = 10.0) -> None:
     """Put the scan-over message back on the work queue, for the next client (and any started later)."""
+    from ..transport.mq_wire import open_pub
+
     async def send() -> None:
-        async with settings.make_queue(queue_to_clients).open_pub() as pub:
+        # declared as the server declares it (mqclient's own declaration, without the expiry, is refused
+        # by RabbitMQ and NATS for a queue that exists with one)
+        async with open_pub(settings, queue_to_clients, subscribe_first=False) as pub:
             await pub.send(raw if isinstance(raw, dict) else json.loads(raw))
 
     try:
