@@ -8,6 +8,10 @@
    processes; per scan the wall time, the server's CPU time and peak memory, and whether its result
    equals the embedded scan of the same event (each scan has its own event time, so its own fits: a
    reply crossing over from another scan would show as a difference).
+4. ``--compare-hmac``: section 1 with the messages' HMAC-SHA256 (as shipped) and, alternately, with
+   it replaced by a cheap non-cryptographic tag (CRC32 + Adler-32 of the same bytes, so the envelope,
+   the replay memory and everything else stay as they are) in the server and in the clients: the
+   cost of signing in round trips/s. Only a benchmark can switch the MAC off.
 
 The timed part is the scan loop only (``ScanRunner.run()``): workers and clients are started and
 have prepared the event before the clock starts, as in a long scan where start-up is negligible.
@@ -15,6 +19,7 @@ Each scan uses a fresh event id (fresh queues) and deletes its queues afterwards
 
     python benchmarks/bench_broker.py [--nsides "8:0 64:12 512:24"] [--n-posvar 8] [--sleep-s 0.002]
     python benchmarks/bench_broker.py --concurrent 8 [--broker nats] [--nsides "8:0 64:12"]
+    python benchmarks/bench_broker.py --compare-hmac [--nsides "8:0 64:12"] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -57,13 +62,31 @@ def delete_queues(names: list[str]) -> None:
         conn.close()
 
 
+def cheap_tag(key: bytes, kind: str, body: bytes) -> str:
+    """The benchmark's stand-in for the HMAC: the same inputs, a 64-bit non-cryptographic checksum."""
+    import zlib
+
+    data = key + kind.encode() + b"\0" + body
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+
+
+def set_hmac(on: bool) -> None:
+    """Sign with HMAC-SHA256 (``on``, as shipped) or with :func:`cheap_tag` in this process."""
+    import skymap_scanner.signing as signing
+
+    if not hasattr(signing, "_bench_real_mac"):
+        signing._bench_real_mac = signing._mac  # type: ignore[attr-defined]
+    signing._mac = signing._bench_real_mac if on else cheap_tag  # type: ignore[attr-defined]
+
+
 def run_broker(nsides: str, options: dict[str, str], n_clients: int, batch_size: int,
-               event_id: int | None = None) -> tuple[float, int, dict]:
+               event_id: int | None = None, hmac_on: bool = True) -> tuple[float, int, dict]:
     """(scan-loop seconds, fits, manifest) of one broker scan with ``n_clients`` client processes."""
     from skymap_scanner.config import EnvConfig
     from skymap_scanner.scan import ScanRunner, ScanSpec
     from skymap_scanner.transport.mq import make_server_transport
 
+    set_hmac(hmac_on)
     cfg = EnvConfig(SKYSCAN_BROKER_ADDRESS="127.0.0.1")
     spec = ScanSpec(fresh_event(event_id), "dummy", options, nsides, batch_size=batch_size,  # type: ignore[arg-type]
                     progress_interval_s=3600)
@@ -77,8 +100,9 @@ def run_broker(nsides: str, options: dict[str, str], n_clients: int, batch_size:
         procs = []
         for log in logs:
             with open(log, "w") as f:
-                procs.append(subprocess.Popen([sys.executable, "-m", "skymap_scanner.client", "--client-startup-json",
-                                               str(startup)], stderr=f, env=env, start_new_session=True))
+                client = ["-m", "skymap_scanner.client"] if hmac_on else [__file__, "--client-without-hmac"]
+                procs.append(subprocess.Popen([sys.executable, *client, "--client-startup-json", str(startup)],
+                                              stderr=f, env=env, start_new_session=True))
         try:
             deadline = time.monotonic() + 120
             while not all("client for scan" in log.read_text() for log in logs):  # event and reco loaded
@@ -239,7 +263,32 @@ def run_concurrent(n_scans: int, broker: str, address: str, nsides: str, options
               f"(no cross-talk)" if walls else "   no scan finished")
 
 
+def compare_hmac(nsides: str, n_posvar: int, repeat: int, batch_size: int) -> None:
+    """Section 4: round trips/s with and without the HMAC, alternating runs (1 server + 2 clients)."""
+    zero = {"n_posvar": str(n_posvar)}
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    print(f"4) signing cost: zero-cost reco (dummy, sleep 0, n_posvar {n_posvar}), nsides {nsides}, "
+          f"1 server + 2 clients, {repeat} runs each, alternating")
+    for _ in range(repeat):
+        for on in (False, True):
+            dt, fits, _ = run_broker(nsides, zero, 2, batch_size, hmac_on=on)
+            rates[on].append(fits / dt)
+    set_hmac(True)
+    for on in (False, True):
+        r = sorted(rates[on])
+        print(f"   {'HMAC-SHA256 ' if on else 'cheap tag   '}: ~{fits} fits; round trips/s "
+              + ", ".join(f"{x:,.0f}" for x in rates[on]) + f"  (median {r[len(r) // 2]:,.0f}, best {r[-1]:,.0f})")
+    med = {on: sorted(rates[on])[len(rates[on]) // 2] for on in rates}
+    print(f"   signing costs {100 * (1 - med[True] / med[False]):+.1f}% of the median round-trip rate "
+          f"({100 * (1 - max(rates[True]) / max(rates[False])):+.1f}% best vs best)")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--client-without-hmac":  # a client process of section 4
+        from skymap_scanner.client.__main__ import main as client_main
+
+        set_hmac(False)
+        raise SystemExit(client_main(sys.argv[2:]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nsides", default="8:0 64:12 512:24")
     ap.add_argument("--n-posvar", type=int, default=8, help="position variations of the zero-cost scan")
@@ -251,8 +300,14 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=0, help="only section 3: this many scans at once")
     ap.add_argument("--broker", default="rabbitmq", choices=("rabbitmq", "nats", "pulsar"))
     ap.add_argument("--address", default="", help="broker address (default: the local test broker)")
+    ap.add_argument("--compare-hmac", action="store_true", help="only section 4: round trips/s without/with HMAC")
     args = ap.parse_args()
     import logging
+
+    if args.compare_hmac:
+        logging.basicConfig(level=logging.WARNING)
+        compare_hmac(args.nsides, args.n_posvar, args.repeat, args.batch_size)
+        return
 
     if args.concurrent:
         address = args.address or {"rabbitmq": "127.0.0.1", "nats": "nats://127.0.0.1:4222",

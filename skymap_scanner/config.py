@@ -27,6 +27,9 @@ class EnvConfig:
     SKYSCAN_MQ_TIMEOUT_TO_CLIENTS: int = 30 * 60  # s a publish may block before the server gives up
     SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS: int = 3 * 24 * 3600  # s the server waits with no reply at all
     SKYSCAN_MQ_HEARTBEAT_SEC: float = 30.0  # broker heartbeat (RabbitMQ) / ping (NATS) period, s
+    # s: RabbitMQ x-expires / NATS max_age on the scan's queues, a safety net for a crashed server; 0 (the
+    # default) declares them exactly as stock mqclient does, which its other consumers (the EWMS pilot) need
+    SKYSCAN_MQ_QUEUE_EXPIRY_SEC: float = 0.0
     SKYSCAN_TIMEOUT_NO_FIT_SEC: float = 4 * 3600.0  # s without one successful fit before the scan fails
     SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE: int = 60 * 60  # s a client waits for its first pixel
     SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE: int = 10 * 60  # s a client waits for more work before exiting
@@ -81,6 +84,8 @@ def read_env_config() -> EnvConfig:
                  "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE", "SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if cfg.SKYSCAN_MQ_QUEUE_EXPIRY_SEC < 0:
+        raise ConfigError("SKYSCAN_MQ_QUEUE_EXPIRY_SEC must be >= 0 (0: no expiry)")
     if cfg.SKYSCAN_MAX_ATTEMPTS < 1 or cfg.SKYSCAN_BATCH_SIZE < 0:
         raise ConfigError("SKYSCAN_MAX_ATTEMPTS must be >= 1 and SKYSCAN_BATCH_SIZE >= 0")
     return cfg

@@ -127,13 +127,22 @@ def test_undecodable_deliveries_are_dropped_on_both_sides(broker: Harness, embed
     bad = poison()
     broker.inject_raw_work(bad)
     broker.inject_raw_replies(bad)
-    runner = run(spec, transport)
+    runner = ScanRunner(spec, transport)
+    try:
+        runner.run()
+        # the clients' reconnects while the scan ran: once it is over, the end of the scan may cut a
+        # session still waiting (on pulsar-lite, unsubscribing a subscription a consumer waits on times
+        # out and drops that consumer), which is not what this test is about
+        reconnects = sum(s.reconnects for s in broker.client_stats)
+    finally:
+        runner.close()
+        transport.close()
     assert runner.engine.done
     assert_same_maps(maps(runner), embedded_small)
     assert runner.manifest()["dropped"]["bad_messages"] == len(bad)
     assert transport.undecodable_replies == len(bad)  # type: ignore[attr-defined]
     assert broker.work_dropped(transport) == len(bad)
-    assert sum(s.reconnects for s in broker.client_stats) == 0  # the clients never lost their sessions
+    assert reconnects == 0  # the clients never lost their sessions to the garbage
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     assert grown_mib < 400, f"peak memory grew by {grown_mib:.0f} MiB (two 1 GB bombs were delivered)"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -124,6 +125,8 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
     # the broker type comes with the address: from the environment if it names one, else from the server
     client = cfg.SKYSCAN_BROKER_CLIENT if cfg.SKYSCAN_BROKER_ADDRESS else startup["broker_client"]
     settings = broker_settings(cfg, address, client)
+    expiry = startup.get("queue_expiry_s", 0.0)  # the queues must be declared as the server declared them
+    settings = dataclasses.replace(settings, expiry_s=float(expiry) if isinstance(expiry, (int, float)) else 0.0)
     settings.make_queue(startup["queue_to_clients"])  # a bad broker type or missing extra: one-line error now
     key = startup_key(startup, args.client_startup_json)
     worker = _load(startup)

@@ -17,8 +17,10 @@ re-opened, which returns anything stranded on the old channel to the queue.
 
 Deliveries are taken raw and decoded here with bounds (:mod:`.mq_wire`): garbage, oversized payloads
 and zstd bombs are acknowledged, dropped and handed to intake as :class:`~.mq_wire.Undecodable` (counted
-as bad messages), never requeued. The queues are declared with an expiry (RabbitMQ ``x-expires``, NATS
-``max_age``: ``BrokerSettings.expiry_s``) and deleted when the server's transport closes.
+as bad messages), never requeued. The queues are deleted when the server's transport closes (after
+``SCAN_OVER_LINGER_S``, for waiting clients to read the scan-over), and, if SKYSCAN_MQ_QUEUE_EXPIRY_SEC
+is set, declared with an expiry as the safety net for a crash (RabbitMQ ``x-expires``, NATS ``max_age``:
+``BrokerSettings.expiry_s``; the client-startup JSON passes it on to the clients).
 
 Every thread here is a daemon and nothing waits without a timeout (no executor threads: the interpreter
 joins those at exit), so the server exits within seconds of its last line whatever the broker does.
@@ -50,7 +52,10 @@ from .mq_wire import Undecodable, delete_queues, open_pub, open_sub
 
 LOGGER = logging.getLogger(__name__)
 STARTUP_FORMAT = "skymap-scanner-client-startup/1"
-QUEUE_EXPIRY_S = 24 * 3600.0  # RabbitMQ x-expires (unused queue) / NATS max_age (message): crash safety net
+#: RabbitMQ x-expires (unused queue) / NATS max_age (message), the crash safety net: off (0) by default,
+#: since a queue declared with it cannot be declared by a stock mqclient consumer (the EWMS pilot: RabbitMQ
+#: refuses "inequivalent arg 'x-expires'", NATS a stream "with a different configuration")
+QUEUE_EXPIRY_S = 0.0
 REFRESH_DECLARATION_S = 3600.0  # the server re-declares its to-clients queue this often (RabbitMQ expiry)
 
 
@@ -131,7 +136,7 @@ class _Publisher(threading.Thread):
                 conn = pub.pika_connection()
                 if conn is not None:
                     conn.process_data_events(time_limit=0)
-            if now - t_refresh >= min(REFRESH_DECLARATION_S, self.settings.expiry_s / 4):
+            if self.settings.expiry_s > 0 and now - t_refresh >= min(REFRESH_DECLARATION_S, self.settings.expiry_s / 4):
                 t_refresh = now
                 pub.refresh_declaration()
             await asyncio.sleep(0.02)
@@ -308,9 +313,10 @@ class MQServerTransport(ServerTransport):
                 time.sleep(linger_s)
             notes = delete_queues(self.settings, [self.to_clients, self.from_clients])
             if notes:
-                LOGGER.warning("could not delete the scan's queues %s / %s (%s); the broker expires them after "
-                               "%.0f h unused", self.to_clients, self.from_clients, "; ".join(notes),
-                               self.settings.expiry_s / 3600)
+                after = (f"the broker expires them after {self.settings.expiry_s / 3600:.3g} h unused"
+                         if self.settings.expiry_s > 0 else "they stay until deleted (SKYSCAN_MQ_QUEUE_EXPIRY_SEC=0)")
+                LOGGER.warning("could not delete the scan's queues %s / %s (%s); %s", self.to_clients,
+                               self.from_clients, "; ".join(notes), after)
             else:
                 LOGGER.info("deleted the scan's queues %s / %s", self.to_clients, self.from_clients)
 
@@ -407,7 +413,7 @@ def broker_settings(cfg: EnvConfig, address: str | None = None, client: str | No
         address, password = split_password(address)
         auth = auth or password
     return BrokerSettings(client, address, auth, cfg.SKYSCAN_MQ_TIMEOUT_TO_CLIENTS,
-                          heartbeat_s=cfg.SKYSCAN_MQ_HEARTBEAT_SEC)
+                          heartbeat_s=cfg.SKYSCAN_MQ_HEARTBEAT_SEC, expiry_s=cfg.SKYSCAN_MQ_QUEUE_EXPIRY_SEC)
 
 
 def make_server_transport(cfg: EnvConfig, spec: Any, startup_json: Path) -> MQServerTransport:
@@ -424,6 +430,7 @@ def make_server_transport(cfg: EnvConfig, spec: Any, startup_json: Path) -> MQSe
         "broker_address": redact_address(settings.address),
         "queue_to_clients": to_clients,
         "queue_from_clients": from_clients,
+        "queue_expiry_s": settings.expiry_s,  # clients declare the queues with the server's arguments
         "reco_algo": spec.reco_name,
         "reco_options": dict(spec.reco_options),
         "nsides": progression_str(spec.steps),

@@ -12,11 +12,13 @@ and handed on as an :class:`Undecodable` (which intake refuses as "bad": counted
 
 Queues (mqclient's names: RabbitMQ queue NAME, NATS stream NAME-stream, Pulsar topic NAME):
 
-- RabbitMQ: quorum queues declared with ``x-expires`` = ``expiry_s`` (deleted by the broker once
+- RabbitMQ: quorum queues, with ``x-expires`` = ``expiry_s`` if that is set (deleted by the broker once
   unused, i.e. no consumer and no re-declaration, for that long); deleted with pika at the scan's end.
-- NATS JetStream: streams with ``max_age`` = ``expiry_s`` (messages older than that are discarded;
-  NATS has no expiry for an idle stream, so a crashed scan leaves an empty stream definition);
-  deleted through JetStream management at the scan's end.
+- NATS JetStream: streams, with ``max_age`` = ``expiry_s`` if that is set (messages older than that are
+  discarded; NATS has no expiry for an idle stream, so a crashed scan leaves an empty stream
+  definition); deleted through JetStream management at the scan's end.
+- ``expiry_s`` = 0 (SKYSCAN_MQ_QUEUE_EXPIRY_SEC, the default) declares queues exactly as mqclient does:
+  a consumer that declares them itself with stock mqclient (the EWMS pilot) is refused otherwise.
 - Pulsar: mqclient's subscription ``i3-pulsar-sub`` is unsubscribed from both topics at the scan's end
   (which drops their backlog). The binary protocol has no topic deletion (that is the admin REST API,
   which pulsar-lite does not serve); a real Pulsar broker reaps a topic without subscriptions by its
@@ -141,7 +143,11 @@ def _rabbitmq_classes() -> tuple[type, type]:
 
 
 def rabbitmq_queue_arguments(settings: BrokerSettings) -> dict[str, Any]:
-    return {"x-queue-type": "quorum", "x-expires": int(settings.expiry_s * 1000)}
+    """mqclient's arguments, plus ``x-expires`` if the settings ask for an expiry."""
+    args: dict[str, Any] = {"x-queue-type": "quorum"}
+    if settings.expiry_s > 0:
+        args["x-expires"] = int(settings.expiry_s * 1000)
+    return args
 
 
 def _nats_classes() -> tuple[type, type]:
@@ -186,6 +192,9 @@ async def nats_add_stream(js: Any, stream: str, subject: str, max_age_s: float) 
     from nats.js.api import StreamConfig
     from nats.js.errors import BadRequestError
 
+    if max_age_s <= 0:  # no expiry: exactly mqclient's declaration
+        await js.add_stream(name=stream, subjects=[subject])
+        return
     config = StreamConfig(name=stream, subjects=[subject], max_age=float(max_age_s))
     try:
         await js.add_stream(config)
