@@ -21,6 +21,7 @@ from brokers import BROKER_ADDRESSES, broker_address, delete_queues, publish, pu
 from conftest import need_broker
 from reference import SAMPLE, Reference
 
+from skymap_scanner.client.__main__ import relay_scan_over
 from skymap_scanner.config import EnvConfig
 from skymap_scanner.events import load_event
 from skymap_scanner.messages import ResultMessage, WorkMessage
@@ -112,8 +113,12 @@ class Harness:
             handler = FlakyHandler(PixelWorker(spec.event, spec.reco_name, spec.reco_options, f"client-{i}").handle)
             channel = MQWorkerChannel(settings, to_q, from_q, f"client-{i}")
             stats = ServeStats()
-            th = threading.Thread(target=lambda c=channel, h=handler, s=stats: asyncio.run(
-                serve(c, h, spec.scan_id, spec.key, first_wait_s=120, idle_s=120, session_idle_s=1, stats=s)), daemon=True)
+            async def client(c: MQWorkerChannel = channel, h: Any = handler, s: ServeStats = stats) -> None:
+                await serve(c, h, spec.scan_id, spec.key, first_wait_s=120, idle_s=120, session_idle_s=1, stats=s)
+                if s.scan_over is not None:  # as skymap_scanner.client does: pass it on to the next client
+                    await relay_scan_over(settings, to_q, s.scan_over)
+
+            th = threading.Thread(target=lambda coro=client: asyncio.run(coro()), daemon=True)
             th.start()
             self.handlers.append(handler)
             self.client_stats.append(stats)

@@ -151,9 +151,9 @@ async def relay_scan_over(settings: Any, queue_to_clients: str, raw: Any, timeou
     from ..transport.mq_wire import open_pub
 
     async def send() -> None:
-        # declared as the server declares it (mqclient's own declaration, without the expiry, is refused
-        # by RabbitMQ and NATS for a queue that exists with one)
-        async with open_pub(settings, queue_to_clients, subscribe_first=False) as pub:
+        # passive: a queue the server has deleted in the meantime must not be created again (a leftover);
+        # and never mqclient's own declaration, refused for a queue declared with an expiry
+        async with open_pub(settings, queue_to_clients, subscribe_first=False, passive=True) as pub:
             await pub.send(raw if isinstance(raw, dict) else json.loads(raw))
 
     try:

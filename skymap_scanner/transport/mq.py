@@ -59,6 +59,9 @@ QUEUE_EXPIRY_S = 0.0
 REFRESH_DECLARATION_S = 3600.0  # the server re-declares its to-clients queue this often (RabbitMQ expiry)
 
 
+#: seconds more the server waits, after the linger, for consumers still on a RabbitMQ queue to leave before
+#: deleting it (see ``mq_wire.delete_queues``); its own clients pass the scan-over on and leave at once
+QUEUE_IN_USE_WAIT_S = 15.0
 #: seconds the server waits, after its last message (the scan-over), before deleting the scan's queues:
 #: clients waiting on the work queue take the scan-over and exit instead of finding their queue gone
 SCAN_OVER_LINGER_S = 3.0
@@ -311,7 +314,8 @@ class MQServerTransport(ServerTransport):
         if delete and self._pub.ident is not None:
             if linger_s > 0:
                 time.sleep(linger_s)
-            notes = delete_queues(self.settings, [self.to_clients, self.from_clients])
+            notes = delete_queues(self.settings, [self.to_clients, self.from_clients],
+                                  wait_unused_s=QUEUE_IN_USE_WAIT_S if linger_s > 0 else 0.0)
             if notes:
                 after = (f"the broker expires them after {self.settings.expiry_s / 3600:.3g} h unused"
                          if self.settings.expiry_s > 0 else "they stay until deleted (SKYSCAN_MQ_QUEUE_EXPIRY_SEC=0)")

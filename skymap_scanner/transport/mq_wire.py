@@ -112,6 +112,7 @@ def _rabbitmq_classes() -> tuple[type, type]:
         """Declares the queue with mqclient's arguments plus ``x-expires``; sets the heartbeat."""
 
         settings: BrokerSettings
+        passive = False  # only check that the queue exists (a 404 if not), never create it
 
         def configure(self, settings: BrokerSettings) -> None:
             self.settings = settings
@@ -127,7 +128,10 @@ def _rabbitmq_classes() -> tuple[type, type]:
                 raise mq_rabbit.ClosingFailedException("No connection to open channel.")
             channel = self.connection.channel(self._next_channel_number)
             self._next_channel_number += 1
-            declare(channel, self.queue, self.settings)
+            if self.passive:
+                channel.queue_declare(queue=self.queue, passive=True)
+            else:
+                declare(channel, self.queue, self.settings)
             return channel
 
     class RabbitPub(mq_rabbit.RabbitMQPub, Declaring):  # type: ignore[misc]
@@ -158,6 +162,7 @@ def _nats_classes() -> tuple[type, type]:
         """Adds the stream with ``max_age``; pings at the heartbeat period."""
 
         settings: BrokerSettings
+        passive = False  # only check that the stream exists (NotFoundError if not), never create it
 
         def configure(self, settings: BrokerSettings) -> None:
             self.settings = settings
@@ -167,7 +172,10 @@ def _nats_classes() -> tuple[type, type]:
             self._nats_client = await nats.connect(self.endpoint, ping_interval=hb, max_outstanding_pings=3,
                                                    connect_timeout=10, allow_reconnect=False)
             self.js = self._nats_client.jetstream(timeout=10)
-            await nats_add_stream(self.js, self.stream_id, self.subject, self.settings.expiry_s)
+            if self.passive:
+                await self.js.stream_info(self.stream_id)
+            else:
+                await nats_add_stream(self.js, self.stream_id, self.subject, self.settings.expiry_s)
 
     class NATSPub(mq_nats.NATSPub, Declaring):  # type: ignore[misc]
         pass
@@ -254,7 +262,8 @@ def classes(client: str) -> tuple[type, type]:
         return _CLASSES[client]
 
 
-def _make(settings: BrokerSettings, name: str, sub: bool, prefetch: int, subscribe_first: bool = True) -> Any:
+def _make(settings: BrokerSettings, name: str, sub: bool, prefetch: int, subscribe_first: bool = True,
+          passive: bool = False) -> Any:
     pub_cls, sub_cls = classes(settings.client)
     if settings.client == "rabbitmq":
         q = sub_cls(settings.address, name, settings.auth, prefetch) if sub else pub_cls(settings.address, name,
@@ -266,17 +275,20 @@ def _make(settings: BrokerSettings, name: str, sub: bool, prefetch: int, subscri
         q = (sub_cls(settings.address, name, PULSAR_SUBSCRIPTION, settings.auth, prefetch) if sub
              else pub_cls(settings.address, name, settings.auth))
     q.configure(settings)
+    q.passive = passive
     if not sub:
         q.subscribe_first = subscribe_first
     return q
 
 
 @asynccontextmanager
-async def open_pub(settings: BrokerSettings, name: str, subscribe_first: bool = True) -> AsyncIterator[RawPub]:
+async def open_pub(settings: BrokerSettings, name: str, subscribe_first: bool = True,
+                   passive: bool = False) -> AsyncIterator[RawPub]:
     """A connected publisher to queue ``name``. Pulsar keeps messages only for existing subscriptions:
     ``subscribe_first`` makes sure the scan's exists first (the server's publisher needs it, the clients'
-    replies go to a topic the server is subscribed to)."""
-    q = _make(settings, name, sub=False, prefetch=1, subscribe_first=subscribe_first)
+    replies go to a topic the server is subscribed to). ``passive``: fail if the queue does not exist
+    (RabbitMQ, NATS) instead of creating it."""
+    q = _make(settings, name, sub=False, prefetch=1, subscribe_first=subscribe_first, passive=passive)
     await q.connect()
     try:
         yield RawPub(q)
@@ -386,16 +398,21 @@ async def open_sub(settings: BrokerSettings, name: str, prefetch: int, timeout_s
 
 # -- deleting a scan's queues ---------------------------------------------------------------------
 
-def delete_queues(settings: BrokerSettings, names: list[str], timeout_s: float = ADMIN_TIMEOUT_S) -> list[str]:
+def delete_queues(settings: BrokerSettings, names: list[str], timeout_s: float = ADMIN_TIMEOUT_S,
+                  wait_unused_s: float = 0.0) -> list[str]:
     """Delete queues ``names`` (RabbitMQ queues, NATS streams, Pulsar: unsubscribe) within about
-    ``timeout_s``; never raises, never blocks longer (the work runs in a daemon thread). Returns notes
-    on what could not be deleted."""
+    ``timeout_s`` + ``wait_unused_s``; never raises, never blocks longer (the work runs in a daemon
+    thread). Returns notes on what could not be deleted.
+
+    RabbitMQ: queues that still have consumers are given up to ``wait_unused_s`` to lose them (a consumer
+    that declares the queue itself, such as the EWMS pilot, fails when it is deleted under it: the pilot
+    stops once it has had no message for its own idle time), then deleted all the same."""
     notes: list[str] = []
 
     def run() -> None:
         try:
             if settings.client == "rabbitmq":
-                _delete_rabbitmq(settings, names, timeout_s)
+                _delete_rabbitmq(settings, names, timeout_s, wait_unused_s)
             elif settings.client == "nats":
                 asyncio.run(asyncio.wait_for(_delete_nats(settings, names), timeout_s))
             else:
@@ -405,13 +422,15 @@ def delete_queues(settings: BrokerSettings, names: list[str], timeout_s: float =
 
     th = threading.Thread(target=run, name="delete-queues", daemon=True)
     th.start()
-    th.join(timeout_s + 1.0)
+    th.join(timeout_s + wait_unused_s + 1.0)
     if th.is_alive():
         notes.append(f"no answer within {timeout_s:.0f} s")
     return notes
 
 
-def _delete_rabbitmq(settings: BrokerSettings, names: list[str], timeout_s: float) -> None:
+def _delete_rabbitmq(settings: BrokerSettings, names: list[str], timeout_s: float, wait_unused_s: float = 0.0) -> None:
+    import time
+
     import pika
     from mqclient.broker_clients.rabbitmq import _get_credentials, _parse_url
 
@@ -424,11 +443,30 @@ def _delete_rabbitmq(settings: BrokerSettings, names: list[str], timeout_s: floa
         **params, connection_attempts=1, socket_timeout=timeout_s, stack_timeout=timeout_s,
         blocked_connection_timeout=timeout_s))
     try:
+        # quorum queues refuse queue.delete with if-unused: the consumer count is polled instead
+        t_end = time.monotonic() + wait_unused_s
+        while time.monotonic() < t_end and _rabbitmq_consumers(conn, names) > 0:
+            conn.sleep(0.25)
         channel = conn.channel()
         for name in names:
             channel.queue_delete(queue=name)
     finally:
-        conn.close()
+        if conn.is_open:
+            conn.close()
+
+
+def _rabbitmq_consumers(conn: Any, names: list[str]) -> int:
+    """Consumers on these queues (a queue that does not exist has none)."""
+    import pika
+
+    n = 0
+    for name in names:
+        try:
+            n += conn.channel().queue_declare(queue=name, passive=True).method.consumer_count
+        except pika.exceptions.ChannelClosedByBroker as e:  # the broker closes the channel
+            if e.reply_code != 404:
+                raise
+    return n
 
 
 async def _delete_nats(settings: BrokerSettings, names: list[str]) -> None:
