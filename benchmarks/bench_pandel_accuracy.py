@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skymap_scanner.pixels import DEFAULT_PROGRESSION
+
 WILKS_50 = 1.386
 WILKS_90 = 4.605
 
@@ -160,7 +162,7 @@ def main() -> int:
                         "coincident muons, PMT effects, noise, online cleaning; E^-2 30 TeV-5 PeV, impact <= 500 m)")
     p.add_argument("--reco-ice", nargs="+", default=["depth"], choices=["depth", "homogeneous"],
                    help="pandel_mpe's ice option(s); each scans the same tracks")
-    p.add_argument("--nsides", default="8:0 64:12 512:24", help="progression for the simulated tracks")
+    p.add_argument("--nsides", default=DEFAULT_PROGRESSION, help="progression for the simulated tracks")
     p.add_argument("--skip", type=int, default=0, help="simulate but do not scan the first SKIP tracks (resume)")
     p.add_argument("--save-dir", help="write each track's result .npz under SAVE_DIR/<ice>-<reco_ice>-seed<S>-<n>/")
     p.add_argument("--impact-max-m", type=float, default=300.0)
@@ -168,7 +170,7 @@ def main() -> int:
     p.add_argument("--local-workers", type=int, default=2)
     p.add_argument("--out", help="append one JSON line per track here")
     p.add_argument("--real-events", help="directory with the real alerts; scan those instead")
-    p.add_argument("--real-nsides", default="8:0 64:12 512:24")
+    p.add_argument("--real-nsides", default=DEFAULT_PROGRESSION)
     p.add_argument("--online-seeds", action="store_true",
                    help="real events: let the reco seed vertices from the event's online fits (off by default, "
                         "so the comparison with those fits is independent)")

@@ -1,6 +1,6 @@
 """Scan every real track alert in a directory and compare with IceCube's own online fits.
 
-    python benchmarks/bench_real_alerts.py [--events ../shared/data/events] [--nsides "8:0 64:12 512:24"]
+    python benchmarks/bench_real_alerts.py [--events ../shared/data/events] [--nsides "8:0 64:12 512:c"]
         [--reco pandel_mpe] [--reco-option KEY=VALUE ...] [--online-seeds] [--out rows.jsonl]
 
 A track alert is any decodable event file whose message carries IceCube's SplineMPE fit and is not a HESE
@@ -30,6 +30,8 @@ from pathlib import Path
 
 import healpy as hp
 import numpy as np
+
+from skymap_scanner.pixels import DEFAULT_PROGRESSION
 
 LEVELS = (("wilks50", 1.386), ("wilks90", 4.605), ("ic50_22.2", 22.2), ("ic90_64.2", 64.2))
 
@@ -69,7 +71,7 @@ def llh_at(event, reco_name: str, options: dict[str, str], zen: float, azi: floa
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "events"))
-    p.add_argument("--nsides", default="8:0 64:12 512:24")
+    p.add_argument("--nsides", default=DEFAULT_PROGRESSION)
     p.add_argument("--reco", default="pandel_mpe")
     p.add_argument("--reco-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--online-seeds", action="store_true", help="let the reco seed vertices from the online fits")

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from .errors import ConfigError
 
 MAX_NSIDE = 2**13
-DEFAULT_PROGRESSION = "8:0 64:12 512:24"
+DEFAULT_PROGRESSION = "8:0 64:12 512:c"
 DEFAULT_CONTOUR_BUDGET = 100  # parent pixels a contour step (``NSIDE:c``) refines at most
 IntArray = npt.NDArray[np.int64]
 

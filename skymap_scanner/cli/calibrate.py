@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, SkyScanError
+from ..pixels import DEFAULT_PROGRESSION
 
 ROW_FORMAT = "skymap-scanner-calibration-row/1"
 #: 2*Delta-llh levels at which each event's region area is recorded (log-spaced)
@@ -385,7 +386,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=1, help="the simulation seed (events 1..N of it)")
     r.add_argument("--reco", default="pandel_mpe")
     r.add_argument("--reco-option", action="append", default=[], metavar="NAME=VALUE")
-    r.add_argument("--nsides", default="8:0 64:12 512:24")
+    r.add_argument("--nsides", default=DEFAULT_PROGRESSION)
     r.add_argument("--energy-min-gev", type=float, default=3e4)
     r.add_argument("--energy-max-gev", type=float, default=5e6)
     r.add_argument("--local-workers", type=int, default=2)

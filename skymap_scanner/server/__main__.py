@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import SkyScanError
+from ..pixels import DEFAULT_CONTOUR_BUDGET, DEFAULT_PROGRESSION
 
 LOGGER = logging.getLogger("skymap_scanner.server")
 
@@ -76,11 +77,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reco-algo", required=True, help="reco plugin name (e.g. dummy, pandel_mpe)")
     p.add_argument("--reco-option", action="append", type=_reco_option, default=[], metavar="NAME=VALUE",
                    help="reco option (repeatable), e.g. --reco-option sleep_s=0.01")
-    p.add_argument("--nsides", nargs="+", default=["8:0", "64:12", "512:24"], metavar="NSIDE:N",
-                   help="nside progression (default: 8:0 64:12 512:24); NSIDE:c or NSIDE:cB refines along the "
-                        "contour (at most B pixels of the previous nside, default 100)")
+    p.add_argument("--nsides", nargs="+", default=DEFAULT_PROGRESSION.split(), metavar="NSIDE:N",
+                   help=f"nside progression (default: {DEFAULT_PROGRESSION}); NSIDE:N refines N pixels of the "
+                        "previous nside around the best fit; NSIDE:c or NSIDE:cB refines along the contour (at "
+                        f"most B pixels of the previous nside, default {DEFAULT_CONTOUR_BUDGET})")
     p.add_argument("--contour-level", type=_positive_float, default=None, metavar="L",
-                   help="2*Delta-llh level the contour steps (NSIDE:c) follow (default 11.3)")
+                   help="2*Delta-llh level the contour steps (NSIDE:c) follow (default: the event's calibrated "
+                        "90%% level when a calibration applies, else 11.3)")
     p.add_argument("--contour-margin", type=_positive_float, default=None, metavar="M",
                    help="2*Delta-llh margin above the level that is refined too (default 2.0)")
     p.add_argument("--predictive-scanning-threshold", type=_threshold, default=1.0, metavar="T",
