@@ -13,7 +13,12 @@ batch was sent: waiting in the queue behind other work is not a failure.
 * A batch never started is a *lost delivery* when (a) a batch sent after it was started more than
   ``lease_min_s`` ago (queues hand work out in order: it was overtaken), or (b) no batch of this scan
   has been in a worker's hands for ``lease_min_s`` plus three times the time the work queued before it
-  should take at the observed throughput. It is re-sent without costing an attempt.
+  should take at the observed throughput, times a back-off. It is re-sent without costing an attempt.
+  Rule (b) needs a worker seen at work since its last firing: with no worker at all (clients not yet
+  started, all of them restarting) re-sending only piles copies into the queue. And a batch it called
+  lost that turns up after all (started or answered: the workers were away, not the message) doubles
+  the back-off (up to :data:`LOST_BACKOFF_MAX`), so workers that take long to come back cause one
+  round of re-sends, not one per absence.
 
 Workers that never signal a start (the single-message mode under the EWMS pilot) are recognised by
 their replies to batches never started; the protocol then charges every overdue batch an attempt, as
@@ -32,6 +37,8 @@ import numpy.typing as npt
 
 FIT_TIME_FACTOR = 4.0  # a started batch's lease allows this many times the slowest recent per-fit time
 FIT_TIMES_KEPT = 50  # answered batches whose per-fit time is remembered
+LOST_BACKOFF_MAX = 64.0  # the most rule (b)'s idle time is stretched by batches called lost that turned up
+LOST_IDS_KEPT = 10_000  # batches called lost whose turning up is still recognised
 
 
 @dataclass
@@ -70,6 +77,13 @@ class LeaseBook:
         self._rate_items_per_s = 0.0
         self._t_last: float | None = None
         self._fit_s: deque[float] = deque(maxlen=FIT_TIMES_KEPT)  # per-fit time of answered started batches
+        self._t_seen: float | None = None  # last start or reply of any batch: a worker at work
+        self._lost_fired_at: float | None = None  # last time rule (b) called batches lost
+        self._lost: dict[int, float] = {}  # batch id called lost by rule (b) -> the back-off then in force
+        #: factor on rule (b)'s idle time, doubled by each batch called lost that turned up after all
+        self.lost_backoff = 1.0
+        #: batches called lost that were started or answered later (false alarms of rule (b))
+        self.lost_turned_up = 0
 
     @property
     def fit_s(self) -> float:
@@ -107,10 +121,11 @@ class LeaseBook:
 
     def start(self, batch_id: int, worker: str) -> Lease | None:
         """A worker took ``batch_id``: its lease runs from now. Returns it (None if unknown or done)."""
+        now = self._t_seen = self._t_busy = self.clock()  # a batch of this scan in a worker's hands
+        self._turned_up(batch_id)
         lease = self._leases.get(batch_id)
         if lease is None:
             return None
-        now = self._t_busy = self.clock()
         lease.started_at, lease.started_by, lease.starts = now, worker, lease.starts + 1
         lease.overtaken_at = None
         for other in self._leases.values():
@@ -128,6 +143,8 @@ class LeaseBook:
 
     def done(self, batch_id: int) -> Lease | None:
         """A reply for ``batch_id`` came in; returns its lease (None if unknown or already done)."""
+        self._t_seen = self.clock()
+        self._turned_up(batch_id)
         lease = self._leases.pop(batch_id, None)
         if lease is None:
             return None
@@ -151,23 +168,41 @@ class LeaseBook:
         now = self.clock()
         if any(lease.started_at is not None for lease in self._leases.values()):
             self._t_busy = now
+        # rule (b) waits for a worker seen at work since it last fired; workers that never signal a start
+        # (their overdue batches cost an attempt) keep the plain rule, so a batch that crashes them is given up
+        idle_rule = self.unsignalled_replies > 0 or (
+            self._t_seen is not None and (self._lost_fired_at is None or self._t_seen > self._lost_fired_at))
         out = []
         for lease in list(self._leases.values()):
             if lease.started_at is not None:
                 late = now - lease.started_at > self.lease_s(lease)
             elif lease.overtaken_at is not None and now - lease.overtaken_at > self.lease_min_s:
                 late = True
-            else:
+            elif idle_rule:
                 expected = 0.0
                 if self._rate_items_per_s > 0:
                     expected = (lease.items_ahead + lease.pixels.size) / self._rate_items_per_s
                 since = lease.sent_at if self._t_busy is None else max(lease.sent_at, self._t_busy)
-                late = now - since > self.lease_min_s + 3.0 * expected
+                late = now - since > (self.lease_min_s + 3.0 * expected) * self.lost_backoff
+                if late:
+                    self._lost_fired_at = now
+                    self._lost[lease.batch_id] = self.lost_backoff
+                    while len(self._lost) > LOST_IDS_KEPT:
+                        del self._lost[next(iter(self._lost))]
+            else:
+                late = False
             if late:
                 out.append(lease)
                 del self._leases[lease.batch_id]
                 self._release(lease)
         return out
+
+    def _turned_up(self, batch_id: int) -> None:
+        """A batch rule (b) called lost was started or answered after all: stretch rule (b)."""
+        backoff_then = self._lost.pop(batch_id, None)
+        if backoff_then is not None:
+            self.lost_turned_up += 1
+            self.lost_backoff = min(LOST_BACKOFF_MAX, max(self.lost_backoff, 2.0 * backoff_then))
 
 
 class Attempts:

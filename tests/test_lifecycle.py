@@ -159,7 +159,8 @@ def test_a_lost_delivery_is_re_sent_without_costing_an_attempt() -> None:
     p = protocol(clock, lease_min_s=5.0)
     work = p.engine.pop_work(4)
     assert work is not None
-    p.open_batch(work)  # never taken by any worker, nothing else in a worker's hands
+    p.open_batch(work)  # never taken by any worker, nothing else in a worker's hands ...
+    p.leases.start(-1, "w0")  # ... though a worker is at work (its start of a batch no longer out)
     clock.t += 5.01
     fx = p.expire()
     assert "lost delivery" in fx.notes[0][1] and fx.rows == []
@@ -308,14 +309,15 @@ def test_seventy_second_fits_queued_behind_each_other_cost_no_attempt_and_no_re_
 
 def test_a_scan_with_no_workers_charges_no_attempts_and_fails_truthfully() -> None:
     """Defect 3: with no worker, lease expiries used to be recorded as reco failures (and, with enough of
-    them, every pixel "failed"). Waiting work is re-sent as lost, never charged, and the scan fails."""
+    them, every pixel "failed"). Waiting work is never charged, nor re-sent (with no worker ever seen it is
+    not lost, only waiting: copies would pile up in the queue), and the scan fails."""
     s = slow_spec(lease_min_s=5.0, timeout_no_fit_s=60.0)
     no_workers = StubTransport(handler=lambda w: pytest.fail("no worker runs"), scan_id=s.scan_id, key=s.key,
                                auto_join=False)
     runner = ScanRunner(s, no_workers, clock=Clock(tick=0.5))
     with pytest.raises(SkyScanError, match="no fit succeeded"):
         runner.run()
-    assert runner.stats.lost_batches > 0 and runner.engine.counts.failed_attempts == 0
+    assert runner.stats.resent_batches == 0 and runner.engine.counts.failed_attempts == 0
     assert runner.engine.counts.failed_items == 0
 
 
