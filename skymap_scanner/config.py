@@ -27,9 +27,9 @@ class EnvConfig:
     SKYSCAN_MQ_TIMEOUT_TO_CLIENTS: int = 30 * 60  # s a publish may block before the server gives up
     SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS: int = 3 * 24 * 3600  # s the server waits with no reply at all
     SKYSCAN_MQ_HEARTBEAT_SEC: float = 30.0  # broker heartbeat (RabbitMQ) / ping (NATS) period, s
-    # s: RabbitMQ x-expires / NATS max_age on the scan's queues, a safety net for a crashed server; 0 (the
-    # default) declares them exactly as stock mqclient does, which its other consumers (the EWMS pilot) need
-    SKYSCAN_MQ_QUEUE_EXPIRY_SEC: float = 0.0
+    # s: RabbitMQ x-expires / NATS max_age on the scan's queues, a safety net for a crashed server (4 days:
+    # see transport/mq.py); 0 declares them exactly as stock mqclient does, which the EWMS pilot needs
+    SKYSCAN_MQ_QUEUE_EXPIRY_SEC: float = 4 * 24 * 3600.0
     SKYSCAN_TIMEOUT_NO_FIT_SEC: float = 4 * 3600.0  # s without one successful fit before the scan fails
     SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE: int = 60 * 60  # s a client waits for its first pixel
     SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE: int = 10 * 60  # s a client waits for more work before exiting

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import zstandard
 from backends import BROKERS, AfterReplies, Harness, ServerCrash, Wrapper, crash
-from brokers import queue_exists, settings, zstd_bomb
+from brokers import queue_exists, rabbitmq_queue_depth, settings, zstd_bomb
 from conftest import RABBITMQ, need_broker
 from reference import SMALL
 
@@ -231,6 +231,40 @@ def test_queues_left_by_a_crash_expire(name: str, tmp_path: Path) -> None:
         from brokers import delete_queues
 
         delete_queues(name, [to_q, from_q])
+
+
+@pytest.mark.broker
+def test_a_queue_declared_with_other_arguments_is_used_as_it_is(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A RabbitMQ queue of this name made without x-expires (by an older version, or a resumed scan
+    started with SKYSCAN_MQ_QUEUE_EXPIRY_SEC=0) used to fail the server with PRECONDITION_FAILED."""
+    import pika
+
+    h = Harness("rabbitmq", tmp_path)
+    scan_id = f"inequivalent-{uuid.uuid4().hex[:12]}"
+    to_q, from_q = queue_names(scan_id)
+    conn = pika.BlockingConnection(pika.ConnectionParameters(*RABBITMQ, connection_attempts=1))
+    try:
+        for q in (to_q, from_q):  # as stock mqclient declares them
+            conn.channel().queue_declare(queue=q, durable=True, arguments={"x-queue-type": "quorum"})
+    finally:
+        conn.close()
+    base = broker_settings(h.cfg)
+    assert base.expiry_s > 0  # the default has the expiry
+    t = MQServerTransport(base, scan_id, tmp_path / "startup.json", {})
+    try:
+        with caplog.at_level("WARNING", logger="skymap_scanner.transport.mq_wire"):
+            t.start()
+            t.send({"hello": 1})
+            deadline = time.monotonic() + 20
+            while rabbitmq_queue_depth(to_q) < 1:
+                assert time.monotonic() < deadline, "the message was not published"
+                time.sleep(0.2)
+        assert any("exists with other arguments" in r.getMessage() for r in caplog.records)
+    finally:
+        t.close()
+        h.close()
+    assert not queue_exists("rabbitmq", to_q) and not queue_exists("rabbitmq", from_q)
 
 
 async def _nats_stream_info(stream: str) -> Any:

@@ -67,7 +67,8 @@ def test_scan_through_the_ewms_pilot(scans: Callable[..., Scan], embedded: Calla
         pytest.skip(missing)
     # few, large messages: each pilot task is a process start (~1 s)
     args = ["--reco-algo", "dummy", "--reco-option", "n_posvar=1", "--nsides", "8:0"]
-    scan = scans(args, base_env(SKYSCAN_BATCH_SIZE="200"))
+    # the pilot declares the queues with stock mqclient, which RabbitMQ refuses for a queue with x-expires
+    scan = scans(args, base_env(SKYSCAN_BATCH_SIZE="200", SKYSCAN_MQ_QUEUE_EXPIRY_SEC="0"))
     ref = embedded(scan.event, args)
     scan.start_server()
     startup = scan.startup()

@@ -52,10 +52,11 @@ from .mq_wire import Undecodable, delete_queues, open_pub, open_sub
 
 LOGGER = logging.getLogger(__name__)
 STARTUP_FORMAT = "skymap-scanner-client-startup/1"
-#: RabbitMQ x-expires (unused queue) / NATS max_age (message), the crash safety net: off (0) by default,
-#: since a queue declared with it cannot be declared by a stock mqclient consumer (the EWMS pilot: RabbitMQ
-#: refuses "inequivalent arg 'x-expires'", NATS a stream "with a different configuration")
-QUEUE_EXPIRY_S = 0.0
+#: s: RabbitMQ x-expires (unused queue) / NATS max_age (message), the crash safety net: 4 days, longer than
+#: the server ever waits without a reply (SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS, 3 days), and the server re-declares
+#: its to-clients queue hourly, so a live scan's queues never expire. 0 (off) is needed with a stock mqclient
+#: consumer such as the EWMS pilot (RabbitMQ refuses its declaration: "inequivalent arg 'x-expires'")
+QUEUE_EXPIRY_S = 4 * 24 * 3600.0
 REFRESH_DECLARATION_S = 3600.0  # the server re-declares its to-clients queue this often (RabbitMQ expiry)
 
 

@@ -17,8 +17,10 @@ Queues (mqclient's names: RabbitMQ queue NAME, NATS stream NAME-stream, Pulsar t
 - NATS JetStream: streams, with ``max_age`` = ``expiry_s`` if that is set (messages older than that are
   discarded; NATS has no expiry for an idle stream, so a crashed scan leaves an empty stream
   definition); deleted through JetStream management at the scan's end.
-- ``expiry_s`` = 0 (SKYSCAN_MQ_QUEUE_EXPIRY_SEC, the default) declares queues exactly as mqclient does:
-  a consumer that declares them itself with stock mqclient (the EWMS pilot) is refused otherwise.
+- ``expiry_s`` = 0 (SKYSCAN_MQ_QUEUE_EXPIRY_SEC=0) declares queues exactly as mqclient does: a consumer
+  that declares them itself with stock mqclient (the EWMS pilot) is refused otherwise. A RabbitMQ queue
+  that exists with other arguments (made by another version, or with another expiry: a resumed scan)
+  is used as it is, with a warning, instead of failing on PRECONDITION_FAILED.
 - Pulsar: mqclient's subscription ``i3-pulsar-sub`` is unsubscribed from both topics at the scan's end
   (which drops their backlog). The binary protocol has no topic deletion (that is the admin REST API,
   which pulsar-lite does not serve); a real Pulsar broker reaps a topic without subscriptions by its
@@ -130,8 +132,19 @@ def _rabbitmq_classes() -> tuple[type, type]:
             self._next_channel_number += 1
             if self.passive:
                 channel.queue_declare(queue=self.queue, passive=True)
-            else:
+                return channel
+            try:
                 declare(channel, self.queue, self.settings)
+            except pika.exceptions.ChannelClosedByBroker as e:
+                if e.reply_code != 406:  # PRECONDITION_FAILED: the queue exists with other arguments
+                    raise
+                LOGGER.warning("queue %s exists with other arguments than %s (declared by another version or "
+                               "with another SKYSCAN_MQ_QUEUE_EXPIRY_SEC): using it as it is", self.queue,
+                               rabbitmq_queue_arguments(self.settings))
+                self.declared_as_is = True
+                channel = self.connection.channel(self._next_channel_number)
+                self._next_channel_number += 1
+                channel.queue_declare(queue=self.queue, passive=True)
             return channel
 
     class RabbitPub(mq_rabbit.RabbitMQPub, Declaring):  # type: ignore[misc]
@@ -317,7 +330,7 @@ class RawPub:
     def refresh_declaration(self) -> None:
         """Declare the queue again (RabbitMQ counts that as use: the queue's expiry starts over)."""
         channel = getattr(self.q, "channel", None)
-        if channel is not None:
+        if channel is not None and not getattr(self.q, "declared_as_is", False):
             channel.queue_declare(queue=self.q.queue, durable=True,
                                   arguments=rabbitmq_queue_arguments(self.q.settings))
 
