@@ -209,16 +209,19 @@ def _short_str(d: dict[str, Any], key: str, where: str, limit: int = 200) -> str
 @dataclass(frozen=True)
 class StartedMessage:
     """A worker took batch ``batch_id`` and begins fitting it: its lease starts now (see leases.py).
-    ``nonce`` makes each signal unique, so a batch taken twice is not refused as a replay."""
+    ``nonce`` makes each signal unique, so a batch taken twice is not refused as a replay. ``dropped``:
+    work messages this worker has dropped so far (undecodable, unsigned, forged, foreign), so that the
+    server's manifest counts garbage on the work queue too (optional: absent means 0)."""
 
     scan_id: str
     batch_id: int
     client: str
     nonce: str
+    dropped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": STARTED_SCHEMA, "scan_id": self.scan_id, "batch_id": self.batch_id,
-                "client": self.client, "nonce": self.nonce}
+                "client": self.client, "nonce": self.nonce, "dropped": self.dropped}
 
     @classmethod
     def from_dict(cls, d: Any) -> StartedMessage:
@@ -229,7 +232,10 @@ class StartedMessage:
         batch_id = d.get("batch_id")
         if not scan_id or type(batch_id) is not int or batch_id < 0:
             raise MessageError(f"{where}: missing or bad 'scan_id' / 'batch_id'")
-        return cls(scan_id, batch_id, _short_str(d, "client", where), _short_str(d, "nonce", where, 64))
+        dropped = d.get("dropped", 0)
+        if type(dropped) is not int or not 0 <= dropped < 2**53:
+            raise MessageError(f"{where}: bad 'dropped'")
+        return cls(scan_id, batch_id, _short_str(d, "client", where), _short_str(d, "nonce", where, 64), dropped)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ class ScanStats:
     stale_starts: int = 0  # "started" signals for batches no longer leased
     slow_fits: int = 0  # fits that took longer than max_pixel_reco_s: failures
     per_client: Counter[str] = field(default_factory=Counter)
+    #: work messages each worker says it dropped (its latest "started" signal's count)
+    client_dropped: dict[str, int] = field(default_factory=dict)
     reco_time_s: float = 0.0
     reco_items: int = 0
 
@@ -132,6 +134,10 @@ class ScanProtocol:
         it: the worker before died or lost its connection mid-fit), it costs its fits an attempt, without
         a re-send (the redelivery is the retry)."""
         fx = Effects()
+        if msg.dropped > self.stats.client_dropped.get(msg.client, 0):
+            fx.note(logging.WARNING, f"worker {msg.client[:60]} dropped {msg.dropped} undecodable or refused "
+                                     "work message(s) so far (counted in the manifest)")
+            self.stats.client_dropped[msg.client] = msg.dropped
         lease = self.leases.start(msg.batch_id, msg.client)
         if lease is None:
             self.stats.stale_starts += 1

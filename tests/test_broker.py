@@ -282,7 +282,8 @@ def test_rabbitmq_scan_equals_stored_result(rabbitmq: None, scans: Callable[...,
     assert m is not None and m["mode"] == "broker"
     assert_manifest_consistent(m, got.maps)
     assert m["dropped"] == {"bad_messages": 0, "foreign_messages": 0, "unsigned_messages": 0, "forged_messages": 0,
-                            "replayed_messages": 0, "unsolicited_fits": 0, "duplicates": 0, "unknown_pixels": 0}
+                            "replayed_messages": 0, "unsolicited_fits": 0, "duplicates": 0, "unknown_pixels": 0,
+                            "work_messages_dropped_by_clients": 0}
     # the startup JSON holds the scan's key: owner-only, and the key is in no log
     assert (scan.dir / "startup.json").stat().st_mode & 0o777 == 0o600
     assert startup["scan_key"] not in scan.logs(tail=10**9)

@@ -142,6 +142,8 @@ def test_undecodable_deliveries_are_dropped_on_both_sides(broker: Harness, embed
     assert runner.manifest()["dropped"]["bad_messages"] == len(bad)
     assert transport.undecodable_replies == len(bad)  # type: ignore[attr-defined]
     assert broker.work_dropped(transport) == len(bad)
+    # the clients told the server (with their next "started" signal): the manifest counts them too
+    assert runner.manifest()["dropped"]["work_messages_dropped_by_clients"] == len(bad)
     assert reconnects == 0  # the clients never lost their sessions to the garbage
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     assert grown_mib < 400, f"peak memory grew by {grown_mib:.0f} MiB (two 1 GB bombs were delivered)"

@@ -107,7 +107,8 @@ def test_scan_through_the_ewms_pilot(scans: Callable[..., Scan], embedded: Calla
     assert m is not None
     assert_manifest_consistent(m, got.maps)
     assert m["dropped"] == {"bad_messages": 0, "foreign_messages": 0, "unsigned_messages": 0, "forged_messages": 0,
-                            "replayed_messages": 0, "unsolicited_fits": 0, "duplicates": 0, "unknown_pixels": 0}
+                            "replayed_messages": 0, "unsolicited_fits": 0, "duplicates": 0, "unknown_pixels": 0,
+                            "work_messages_dropped_by_clients": 0}
     n_tasks = -(-768 // 200)
     # one more task: the server's scan-over message (the client writes a harmless outfile and exits 0)
     assert f"completed {n_tasks + 1} task(s)" in pilot_log, pilot_log[-4000:]

@@ -102,7 +102,8 @@ async def serve(channel: WorkerChannel, handle: Handler, scan_id: str | None, ke
                             LOGGER.info("%s: the server says the scan is over (%s): done after %d messages",
                                         channel.name, work.reason, stats.done)
                             break
-                        started = StartedMessage(work.scan_id, work.batch_id, channel.name, secrets.token_hex(8))
+                        started = StartedMessage(work.scan_id, work.batch_id, channel.name, secrets.token_hex(8),
+                                                 stats.dropped)
                         await session.reply(seal(started.to_dict(), "result", key))  # the lease runs from now
                         reply = await fit_keeping_alive(handle, work, session)
                         await session.reply(seal(reply.to_dict(), "result", key))
