@@ -122,3 +122,38 @@ def test_two_servers_with_the_same_arguments_do_not_share_queues(rabbitmq: None,
     for s in (a, b):
         m = json.loads((s.dir / "out" / "scan-manifest.json").read_text())
         assert m["failures"]["failed_fits"] == 0 and m["dropped"]["unsolicited_fits"] == 0
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq", "nats"])
+def test_a_client_with_an_old_copy_of_the_startup_json_exits_promptly(broker: str,
+                                                                      scans: Callable[..., Scan]) -> None:
+    """Defect 6: clients started for a finished scan waited up to an hour for a first message. An HTCondor
+    job gets a copy of the startup JSON when it is submitted, not the file the server marks at the end:
+    such a client finds the scan's work queue gone (deleted when the scan ended) and exits 0 at once,
+    without declaring the queue again (a leftover)."""
+    host, port = RABBITMQ if broker == "rabbitmq" else NATS
+    need_broker(broker, host, port)
+    scan = scans(["--reco-algo", "dummy", "--reco-option", "n_posvar=1", "--nsides", "8:0"],
+                 base_env(**PATIENT, SKYSCAN_BROKER_CLIENT=broker, SKYSCAN_BROKER_ADDRESS=host))
+    scan.start_server()
+    doc = scan.startup()
+    copy = scan.dir / "startup-copy.json"  # the job's copy, taken while the scan runs
+    copy.write_text(json.dumps(doc))
+    copy.chmod(0o600)
+    scan.start_client()
+    assert scan.wait_server(timeout_s=120) == 0, scan.logs()
+    assert scan.wait_clients(timeout_s=60) == [0], scan.logs()
+    from brokers import queue_exists
+
+    deadline = time.monotonic() + 30  # the server deletes the queues 3 s after its scan-over
+    while queue_exists(broker, doc["queue_to_clients"]):
+        assert time.monotonic() < deadline, "the scan's work queue was not deleted"
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    late = scan._popen(["-m", "skymap_scanner.client", "--client-startup-json", str(copy)],
+                       scan.dir / "client-late.log", scan.env)
+    assert late.wait(timeout=60) == 0, (scan.dir / "client-late.log").read_text()
+    late_s = time.monotonic() - t0
+    log = (scan.dir / "client-late.log").read_text()
+    assert late_s < 20 and "the scan is over or unknown" in log, f"{late_s:.1f} s\n{log}"
+    assert not queue_exists(broker, doc["queue_to_clients"])  # not created again

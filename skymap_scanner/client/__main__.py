@@ -113,6 +113,7 @@ def _single(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, cfg: Any) -> int:
     from ..transport.mq import MQWorkerChannel, broker_settings, read_startup_json, redact_address
+    from ..transport.mq_wire import queue_missing
     from ..transport.worker_loop import serve
 
     startup = read_startup_json(args.client_startup_json)
@@ -129,6 +130,12 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
     settings = dataclasses.replace(settings, expiry_s=float(expiry) if isinstance(expiry, (int, float)) else 0.0)
     settings.make_queue(startup["queue_to_clients"])  # a bad broker type or missing extra: one-line error now
     key = startup_key(startup, args.client_startup_json)
+    if await queue_missing(settings, startup["queue_to_clients"]):
+        # the server declares both queues before it writes the startup JSON and deletes them when the scan
+        # ends: a copy of the JSON made earlier (an HTCondor job started late) must not wait an hour
+        LOGGER.info("scan %s has no work queue %s on the broker: the scan is over or unknown; nothing to do",
+                    startup["scan_id"], startup["queue_to_clients"])
+        return 0
     worker = _load(startup)
     scan_id = startup["scan_id"]
     LOGGER.info("client for scan %s: reco %s, broker %s at %s, queues %s -> %s", scan_id, startup["reco_algo"],

@@ -57,6 +57,7 @@ STARTUP_FORMAT = "skymap-scanner-client-startup/1"
 #: its to-clients queue hourly, so a live scan's queues never expire. 0 (off) is needed with a stock mqclient
 #: consumer such as the EWMS pilot (RabbitMQ refuses its declaration: "inequivalent arg 'x-expires'")
 QUEUE_EXPIRY_S = 4 * 24 * 3600.0
+READY_WAIT_S = 60.0  # s the server waits for its queues to be declared before writing the startup JSON
 REFRESH_DECLARATION_S = 3600.0  # the server re-declares its to-clients queue this often (RabbitMQ expiry)
 
 
@@ -114,6 +115,7 @@ class _Publisher(threading.Thread):
         self.stop = stop or threading.Event()
         self.error: str | None = None
         self.backoff = Backoff(clock=time.monotonic)
+        self.ready = threading.Event()  # connected once: the queue is declared
 
     @property
     def failing_for(self) -> float:
@@ -150,6 +152,7 @@ class _Publisher(threading.Thread):
         while True:
             try:
                 async with open_pub(self.settings, self.qname) as pub:
+                    self.ready.set()
                     while True:
                         if pending is None:
                             pending = await self._next_payload(pub)
@@ -178,6 +181,7 @@ class _Consumer(threading.Thread):
         self.settings, self.qname, self.inbox, self.stop, self.prefetch = settings, name, inbox, stop, prefetch
         self.idle_s = idle_s
         self.dropped = 0  # undecodable deliveries (acked and handed on as Undecodable)
+        self.ready = threading.Event()  # connected once: the queue is declared
 
     def run(self) -> None:
         asyncio.run(self._main())
@@ -187,6 +191,7 @@ class _Consumer(threading.Thread):
         while not self.stop.is_set():
             try:
                 async with open_sub(self.settings, self.qname, self.prefetch, self.idle_s) as sub:
+                    self.ready.set()
                     t_last = time.monotonic()
                     while not self.stop.is_set():
                         data = await sub.next()  # acks the one before (it was handed over)
@@ -239,6 +244,13 @@ class MQServerTransport(ServerTransport):
         self.settings.make_queue(self.to_clients)  # a bad broker type or missing extra: fail now, not in a thread
         self._pub.start()
         self._sub.start()
+        # the JSON only once both queues exist: a client that finds no work queue takes its scan to be over
+        deadline = time.monotonic() + READY_WAIT_S
+        for side in (self._pub, self._sub):
+            if not side.ready.wait(max(0.0, deadline - time.monotonic())):
+                LOGGER.warning("the broker has not confirmed the scan's queues within %.0f s (is it reachable?); "
+                               "writing the client-startup JSON anyway, publishing keeps retrying", READY_WAIT_S)
+                break
         # it holds the scan's signing key: readable by its owner only (mode 600)
         atomic_write_text(self.startup_json, json.dumps(self.startup_doc, indent=1), mode=0o600)
         LOGGER.info("wrote client-startup JSON %s (queues %s / %s)", self.startup_json, self.to_clients,

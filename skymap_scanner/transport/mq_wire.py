@@ -312,6 +312,27 @@ async def open_pub(settings: BrokerSettings, name: str, subscribe_first: bool = 
             LOGGER.debug("closing the publisher of %s: %s", name, e)
 
 
+async def queue_missing(settings: BrokerSettings, name: str) -> bool:
+    """True if the broker says queue ``name`` does not exist (RabbitMQ 404, NATS stream not found);
+    False if it exists, if the broker cannot be asked (Pulsar creates topics on use), or on any other
+    error (unreachable: the caller's own retries deal with that)."""
+    if settings.client not in ("rabbitmq", "nats"):
+        return False
+    try:
+        async with open_pub(settings, name, subscribe_first=False, passive=True):
+            return False
+    except Exception as e:
+        return _is_not_found(e)
+
+
+def _is_not_found(e: BaseException | None) -> bool:
+    while e is not None:
+        if getattr(e, "reply_code", None) == 404 or type(e).__name__ == "NotFoundError":
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 class RawPub:
     def __init__(self, q: Any) -> None:
         self.q = q
