@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .collector import FIT_FIELDS
+from .errors import ConfigError
 
 LOGGER = logging.getLogger(__name__)
 RECORD_DTYPE = np.dtype([("nside", "<i8"), ("pixel", "<i8"), ("posvar", "<i8"), ("failed", "<i8")]
@@ -80,3 +83,34 @@ class ResultLog:
             os.fsync(self._f.fileno())
             self._f.close()
             self._f = None
+
+
+INSTANCE_SUFFIX = ".instance"
+
+
+def new_instance_id(scan_id: str) -> str:
+    """A fresh instance id of scan ``scan_id``: the scan id and 8 random hex digits."""
+    return f"{scan_id}-{secrets.token_hex(4)}"
+
+
+def scan_instance_id(cache_dir: Path | None, scan_id: str) -> str:
+    """The id that names this run's queues. Random per server start, so two servers with the same
+    arguments never share queues; kept in ``cache_dir`` (``<scan_id>.instance``) so that a resume with
+    the same checkpoint reuses it and talks to the clients (and queued replies) of the run before."""
+    if cache_dir is None:
+        return new_instance_id(scan_id)
+    path = Path(cache_dir) / f"{scan_id}{INSTANCE_SUFFIX}"
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        iid = new_instance_id(scan_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(iid + "\n")
+        return iid
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the scan's instance id ({e.strerror})") from None
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", text) or not text.startswith(scan_id):
+        raise ConfigError(f"{path}: not an instance id of scan {scan_id}")
+    return text

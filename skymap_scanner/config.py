@@ -26,6 +26,10 @@ class EnvConfig:
     SKYSCAN_BROKER_AUTH_FILE: str = ""  # file holding the token (alternative to SKYSCAN_BROKER_AUTH)
     SKYSCAN_MQ_TIMEOUT_TO_CLIENTS: int = 30 * 60  # s a publish may block before the server gives up
     SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS: int = 3 * 24 * 3600  # s the server waits with no reply at all
+    SKYSCAN_MQ_HEARTBEAT_SEC: float = 30.0  # broker heartbeat (RabbitMQ) / ping (NATS) period, s
+    # s: RabbitMQ x-expires / NATS max_age on the scan's queues, a safety net for a crashed server (4 days:
+    # see transport/mq.py); 0 declares them exactly as stock mqclient does, which the EWMS pilot needs
+    SKYSCAN_MQ_QUEUE_EXPIRY_SEC: float = 4 * 24 * 3600.0
     SKYSCAN_TIMEOUT_NO_FIT_SEC: float = 4 * 3600.0  # s without one successful fit before the scan fails
     SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE: int = 60 * 60  # s a client waits for its first pixel
     SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE: int = 10 * 60  # s a client waits for more work before exiting
@@ -39,6 +43,8 @@ class EnvConfig:
     SKYSCAN_LEASE_MIN_SEC: float = 120.0  # least time before an unanswered batch is re-sent
     SKYSCAN_MAX_ATTEMPTS: int = 3  # reco failures on one (pixel, posvar) before it is recorded as failed
     SKYSCAN_BATCH_SIZE: int = 0  # (pixel, posvar) fits per message; 0 = choose from the reco's speed
+    SKYSCAN_MAX_PIXEL_RECO_TIME: float = 1800.0  # s one fit may take: the cap on a started batch's lease per fit (see leases.py)
+    SKYSCAN_SKYDRIVER_POLL_SEC: float = 60.0  # s between kill-switch polls of SkyDriver's scan status
     SKYSCAN_EXTERNAL_RECO: str = ""  # command of the `external` reco when no --reco-option command=... is given
 
     def broker_auth(self) -> str:
@@ -72,11 +78,14 @@ def read_env_config() -> EnvConfig:
         if getattr(cfg, name).upper() not in LOG_LEVELS:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {LOG_LEVELS}")
     for name in ("SKYSCAN_PROGRESS_INTERVAL_SEC", "SKYSCAN_RESULT_INTERVAL_SEC", "SKYSCAN_LEASE_MIN_SEC",
-                 "SKYSCAN_TIMEOUT_NO_FIT_SEC",
+                 "SKYSCAN_TIMEOUT_NO_FIT_SEC", "SKYSCAN_MAX_PIXEL_RECO_TIME", "SKYSCAN_SKYDRIVER_POLL_SEC",
+                 "SKYSCAN_MQ_HEARTBEAT_SEC",
                  "SKYSCAN_MQ_TIMEOUT_TO_CLIENTS", "SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS",
                  "SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE", "SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if cfg.SKYSCAN_MQ_QUEUE_EXPIRY_SEC < 0:
+        raise ConfigError("SKYSCAN_MQ_QUEUE_EXPIRY_SEC must be >= 0 (0: no expiry)")
     if cfg.SKYSCAN_MAX_ATTEMPTS < 1 or cfg.SKYSCAN_BATCH_SIZE < 0:
         raise ConfigError("SKYSCAN_MAX_ATTEMPTS must be >= 1 and SKYSCAN_BATCH_SIZE >= 0")
     return cfg

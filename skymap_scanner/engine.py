@@ -202,10 +202,15 @@ class ScanEngine:
         parents = parent_pixels(self.stores[level].nside, pixels, coarse.nside)
         return coarse.fits_of(parents)[:, 3:7]
 
-    def requeue(self, nside: int, pixels: npt.ArrayLike, posvars: npt.ArrayLike) -> None:
-        """Put items back at the front of the queue (lost or overdue work)."""
+    def requeue(self, nside: int, pixels: npt.ArrayLike, posvars: npt.ArrayLike) -> int:
+        """Put items back at the front of the queue (lost or overdue work), skipping those already
+        received; returns how many went back."""
         level = self._level_of[nside]
-        self._queue.appendleft(_Pending(level, np.asarray(pixels, np.int64), np.asarray(posvars, np.int64)))
+        px, pv = np.asarray(pixels, np.int64), np.asarray(posvars, np.int64)
+        keep = ~self.stores[level].received(px, pv)
+        if keep.any():
+            self._queue.appendleft(_Pending(level, px[keep], pv[keep]))
+        return int(keep.sum())
 
     # -- results in --------------------------------------------------------------------
     def ingest(
@@ -236,10 +241,11 @@ class ScanEngine:
         return counts
 
     def report_failure(
-        self, nside: int, pixels: npt.ArrayLike, posvars: npt.ArrayLike
+        self, nside: int, pixels: npt.ArrayLike, posvars: npt.ArrayLike, requeue: bool = True
     ) -> tuple[IntArray, IntArray]:
-        """A reco failed on these items: retry them, or after ``max_attempts`` record them
-        as failed (NaN). Returns the (pixels, posvars) given up on."""
+        """A reco failed on these items: retry them (``requeue=False``: they are being retried already,
+        e.g. redelivered by the broker), or after ``max_attempts`` record them as failed (NaN).
+        Returns the (pixels, posvars) given up on."""
         store = self.store(nside)
         if store is None:
             return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -248,7 +254,7 @@ class ScanEngine:
         pending = ~store.received(px, pv)
         retry, give_up = self.attempts.failed(nside, px[pending], pv[pending])
         self.counts.failed_attempts += int(pending.sum())
-        if retry[0].size:
+        if retry[0].size and requeue:
             self.requeue(nside, *retry)
         if give_up[0].size:
             nan = np.full((give_up[0].size, len(FIT_FIELDS)), np.nan)

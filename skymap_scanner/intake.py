@@ -16,7 +16,14 @@ from collections import Counter
 from collections.abc import Callable
 
 from .errors import MessageError
-from .messages import ResultMessage, WorkMessage, decode_result, decode_work
+from .messages import (
+    ResultMessage,
+    ScanOverMessage,
+    StartedMessage,
+    WorkMessage,
+    decode_delivery,
+    decode_reply,
+)
 from .signing import ForgedMessage, ReplayedMessage, UnsignedMessage, Verifier
 
 LOG_BURST = 10  # drops logged one by one (per kind) before the log switches to periodic summaries
@@ -27,17 +34,18 @@ class ForeignMessage(MessageError):
     """A valid message, but for another scan."""
 
 
-def accept_work(raw: object, scan_id: str | None, verifier: Verifier) -> WorkMessage:
-    """A delivery as work of scan ``scan_id`` (None: of any scan) signed with ``verifier``'s key."""
-    work = decode_work(verifier.open(raw))
+def accept_work(raw: object, scan_id: str | None, verifier: Verifier) -> WorkMessage | ScanOverMessage:
+    """A delivery as work (or the scan-over news) of scan ``scan_id`` (None: of any scan) signed with
+    ``verifier``'s key."""
+    work = decode_delivery(verifier.open(raw))
     if scan_id is not None and work.scan_id != scan_id:
         raise ForeignMessage(f"work for another scan ({work.scan_id[:64]})")
     return work
 
 
-def accept_result(raw: object, scan_id: str, verifier: Verifier) -> ResultMessage:
-    """A reply as a result of scan ``scan_id`` signed with ``verifier``'s key."""
-    msg = decode_result(verifier.open(raw))
+def accept_result(raw: object, scan_id: str, verifier: Verifier) -> ResultMessage | StartedMessage:
+    """A reply (a result, or a worker's "started" signal) of scan ``scan_id`` signed with ``verifier``'s key."""
+    msg = decode_reply(verifier.open(raw))
     if msg.scan_id != scan_id:
         raise ForeignMessage(f"a reply for another scan ({msg.scan_id[:64]})")
     return msg

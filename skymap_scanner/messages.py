@@ -23,6 +23,8 @@ from .pixels import is_valid_nside
 
 WORK_SCHEMA = "skymap-scanner-work/1"
 RESULT_SCHEMA = "skymap-scanner-result/1"
+STARTED_SCHEMA = "skymap-scanner-started/1"  # worker -> server, on the results channel
+SCAN_OVER_SCHEMA = "skymap-scanner-scan-over/1"  # server -> workers, on the work channel
 MAX_ITEMS = 100_000
 _NUMBER_TYPES = {int, float, type(None)}
 
@@ -197,7 +199,71 @@ class ResultMessage:
                    tuple(e if e is None else e[:300] for e in errors), runtime, client[:200])
 
 
-def encode(msg: WorkMessage | ResultMessage) -> bytes:
+def _short_str(d: dict[str, Any], key: str, where: str, limit: int = 200) -> str:
+    v = d.get(key)
+    if not isinstance(v, str) or len(v) > limit:
+        raise MessageError(f"{where}: '{key}' must be a string of at most {limit} characters")
+    return v
+
+
+@dataclass(frozen=True)
+class StartedMessage:
+    """A worker took batch ``batch_id`` and begins fitting it: its lease starts now (see leases.py).
+    ``nonce`` makes each signal unique, so a batch taken twice is not refused as a replay. ``dropped``:
+    work messages this worker has dropped so far (undecodable, unsigned, forged, foreign), so that the
+    server's manifest counts garbage on the work queue too (optional: absent means 0)."""
+
+    scan_id: str
+    batch_id: int
+    client: str
+    nonce: str
+    dropped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": STARTED_SCHEMA, "scan_id": self.scan_id, "batch_id": self.batch_id,
+                "client": self.client, "nonce": self.nonce, "dropped": self.dropped}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> StartedMessage:
+        where = "started message"
+        if not isinstance(d, dict) or d.get("schema") != STARTED_SCHEMA:
+            raise MessageError(f"{where}: not a {STARTED_SCHEMA!r} object")
+        scan_id = _short_str(d, "scan_id", where)
+        batch_id = d.get("batch_id")
+        if not scan_id or type(batch_id) is not int or batch_id < 0:
+            raise MessageError(f"{where}: missing or bad 'scan_id' / 'batch_id'")
+        dropped = d.get("dropped", 0)
+        if type(dropped) is not int or not 0 <= dropped < 2**53:
+            raise MessageError(f"{where}: bad 'dropped'")
+        return cls(scan_id, batch_id, _short_str(d, "client", where), _short_str(d, "nonce", where, 64), dropped)
+
+
+@dataclass(frozen=True)
+class ScanOverMessage:
+    """The scan has ended (``reason``: complete, failed, stopped, deleted): a worker that takes this
+    stops. ``server_run`` names the server process that ended it: a resumed scan (same queues) has
+    another, so its workers drop a scan-over left in the queue by the run before."""
+
+    scan_id: str
+    server_run: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCAN_OVER_SCHEMA, "scan_id": self.scan_id, "server_run": self.server_run,
+                "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ScanOverMessage:
+        where = "scan-over message"
+        if not isinstance(d, dict) or d.get("schema") != SCAN_OVER_SCHEMA:
+            raise MessageError(f"{where}: not a {SCAN_OVER_SCHEMA!r} object")
+        scan_id = _short_str(d, "scan_id", where)
+        if not scan_id:
+            raise MessageError(f"{where}: missing 'scan_id'")
+        return cls(scan_id, _short_str(d, "server_run", where, 64), _short_str(d, "reason", where, 300))
+
+
+def encode(msg: WorkMessage | ResultMessage | StartedMessage | ScanOverMessage) -> bytes:
     """Compact JSON bytes (NaN never appears: it is sent as null)."""
     return json.dumps(msg.to_dict(), separators=(",", ":"), allow_nan=False).encode()
 
@@ -208,6 +274,22 @@ def decode_work(raw: bytes | str | dict[str, Any]) -> WorkMessage:
 
 def decode_result(raw: bytes | str | dict[str, Any]) -> ResultMessage:
     return ResultMessage.from_dict(_load(raw, "result message"))
+
+
+def decode_reply(raw: bytes | str | dict[str, Any]) -> ResultMessage | StartedMessage:
+    """What comes back from a worker: a result, or the signal that it started a batch."""
+    d = _load(raw, "result message")
+    if isinstance(d, dict) and d.get("schema") == STARTED_SCHEMA:
+        return StartedMessage.from_dict(d)
+    return ResultMessage.from_dict(d)
+
+
+def decode_delivery(raw: bytes | str | dict[str, Any]) -> WorkMessage | ScanOverMessage:
+    """What goes to a worker: work, or the news that the scan is over."""
+    d = _load(raw, "work message")
+    if isinstance(d, dict) and d.get("schema") == SCAN_OVER_SCHEMA:
+        return ScanOverMessage.from_dict(d)
+    return WorkMessage.from_dict(d)
 
 
 def _load(raw: bytes | str | dict[str, Any], where: str) -> Any:

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from .collector import FIT_FIELDS
 from .engine import ScanEngine, WorkItems
 from .leases import LeaseBook
-from .messages import ResultMessage
+from .messages import ResultMessage, StartedMessage
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -35,7 +35,14 @@ class ScanStats:
     refused: Counter[str] = field(default_factory=Counter)  # unsigned / forged / replayed messages
     unsolicited_fits: int = 0  # fits in replies for items not sent out or no longer outstanding
     resent_batches: int = 0
+    lost_batches: int = 0  # never taken by a worker: re-sent without costing an attempt
+    expired_batches: int = 0  # taken, then no reply within their lease: an attempt each
+    retaken_batches: int = 0  # taken again after a start (a redelivery): an attempt each
+    stale_starts: int = 0  # "started" signals for batches no longer leased
+    slow_fits: int = 0  # fits that took longer than max_pixel_reco_s: failures
     per_client: Counter[str] = field(default_factory=Counter)
+    #: work messages each worker says it dropped (its latest "started" signal's count)
+    client_dropped: dict[str, int] = field(default_factory=dict)
     reco_time_s: float = 0.0
     reco_items: int = 0
 
@@ -66,9 +73,10 @@ class ScanProtocol:
     """Batches out, replies in, overdue batches back; the engine holds the scan's results."""
 
     def __init__(self, engine: ScanEngine, lease_min_s: float, clock: Callable[[], float], first_batch_id: int,
-                 batch_size: int = 0) -> None:
+                 batch_size: int = 0, max_pixel_reco_s: float = 1800.0) -> None:
         self.engine = engine
-        self.leases = LeaseBook(lease_min_s, clock)
+        self.max_pixel_reco_s = max_pixel_reco_s
+        self.leases = LeaseBook(lease_min_s, clock, max_pixel_reco_s)
         self.stats = ScanStats()
         self.fixed_batch_size = batch_size
         self.batch_size = batch_size or 8  # 0: adapted to the reco's speed as replies come in
@@ -86,13 +94,59 @@ class ScanProtocol:
         return self._batch_id
 
     def expire(self) -> Effects:
-        """Overdue batches: their fits count as failed attempts (retried, or given up on)."""
+        """Overdue batches. One never taken by a worker was lost on the way: re-sent, no attempt counted.
+        One taken and not answered within its lease: its fits count as failed attempts (retried, or
+        given up on). Workers that never signal a start (the single-message mode, e.g. under the EWMS
+        pilot) cannot tell the two apart: there every overdue batch costs an attempt, as before."""
         fx = Effects()
         for lease in self.leases.overdue():
             self.stats.resent_batches += 1
-            fx.note(logging.WARNING, f"batch {lease.batch_id} (nside {lease.nside}, {lease.pixels.size} fits) "
-                                     "got no reply in time; re-sending its fits")
+            what = f"batch {lease.batch_id} (nside {lease.nside}, {lease.pixels.size} fits)"
+            if lease.started_at is None and not self.leases.unsignalled_replies:
+                self.stats.lost_batches += 1
+                fx.note(logging.WARNING, f"{what} was never taken by a worker: a lost delivery; re-sending "
+                                         "its fits (no attempt counted)")
+                self.engine.requeue(lease.nside, lease.pixels, lease.posvars)
+            else:
+                self.stats.expired_batches += 1
+                if lease.started_at is None:
+                    why = "got no reply in time"
+                else:
+                    lease_s = self.leases.lease_s(lease)
+                    why = f"taken by {lease.started_by[:60]}, got no reply within its lease ({lease_s:.0f} s)"
+                fx.note(logging.WARNING, f"{what} {why}; its fits count as failed attempts")
+                self._failed(lease.nside, lease.pixels, lease.posvars, fx)
+        return fx
+
+    def workers_lost(self, workers: set[str]) -> Effects:
+        """These workers died: the batches they were fitting count as failed attempts, retried now."""
+        fx = Effects()
+        for lease in self.leases.started_by(workers):
+            self.stats.resent_batches += 1
+            self.stats.expired_batches += 1
+            fx.note(logging.WARNING, f"batch {lease.batch_id} died with its worker {lease.started_by[:60]}; "
+                                     "its fits count as failed attempts")
             self._failed(lease.nside, lease.pixels, lease.posvars, fx)
+        return fx
+
+    def on_started(self, msg: StartedMessage) -> Effects:
+        """A worker took a batch: its lease runs from now. Taken a second time (the broker redelivered
+        it: the worker before died or lost its connection mid-fit), it costs its fits an attempt, without
+        a re-send (the redelivery is the retry)."""
+        fx = Effects()
+        if msg.dropped > self.stats.client_dropped.get(msg.client, 0):
+            fx.note(logging.WARNING, f"worker {msg.client[:60]} dropped {msg.dropped} undecodable or refused "
+                                     "work message(s) so far (counted in the manifest)")
+            self.stats.client_dropped[msg.client] = msg.dropped
+        lease = self.leases.start(msg.batch_id, msg.client)
+        if lease is None:
+            self.stats.stale_starts += 1
+            return fx
+        if lease.starts > 1:
+            self.stats.retaken_batches += 1
+            fx.note(logging.WARNING, f"batch {lease.batch_id} was taken again (by {msg.client[:60]}): the "
+                                     "worker before did not finish it; its fits count as failed attempts")
+            self._failed(lease.nside, lease.pixels, lease.posvars, fx, requeue=False)
         return fx
 
     # -- in ----------------------------------------------------------------------------------------
@@ -112,7 +166,14 @@ class ScanProtocol:
             self.stats.unsolicited_fits += int((~asked).sum())
             fx.note(logging.DEBUG, f"reply batch {msg.batch_id} from {msg.client[:60]} held "
                                      f"{int((~asked).sum())} fits not outstanding; ignored")
-        err = np.array([e is not None for e in msg.errors], bool).reshape(-1)
+        errors = list(msg.errors)
+        slow = np.asarray(msg.reco_runtime_s > self.max_pixel_reco_s, bool).reshape(-1)
+        for i in np.flatnonzero(slow & asked).tolist():  # a fit beyond the bound is a failure of that item
+            if errors[i] is None:
+                self.stats.slow_fits += 1
+                errors[i] = (f"the fit took {msg.reco_runtime_s[i]:.0f} s, more than SKYSCAN_MAX_PIXEL_RECO_TIME "
+                             f"({self.max_pixel_reco_s:g} s)")
+        err = np.array([e is not None for e in errors], bool).reshape(-1)
         ok_asked, err_asked = ~err & asked, err & asked
         if ok_asked.any():
             ok = ok_asked
@@ -125,14 +186,14 @@ class ScanProtocol:
                 fx.note(logging.WARNING, f"reply batch {msg.batch_id} from {msg.client} held {counts.unknown} "
                                          "fits this scan never asked for")
         if err_asked.any():
-            first = next(e for e, bad in zip(msg.errors, err_asked.tolist(), strict=True) if bad)
+            first = next(e for e, bad in zip(errors, err_asked.tolist(), strict=True) if bad)
             fx.note(logging.WARNING, f"reco failed on {int(err_asked.sum())} fits of batch {msg.batch_id} "
                                      f"(from {msg.client}): {first}")
             self._failed(msg.nside, msg.pixels[err_asked], msg.posvars[err_asked], fx)
         return fx
 
-    def _failed(self, nside: int, pixels: IntArray, posvars: IntArray, fx: Effects) -> None:
-        gp, gv = self.engine.report_failure(nside, pixels, posvars)
+    def _failed(self, nside: int, pixels: IntArray, posvars: IntArray, fx: Effects, requeue: bool = True) -> None:
+        gp, gv = self.engine.report_failure(nside, pixels, posvars, requeue)
         if gp.size:
             fx.note(logging.ERROR, f"gave up on {gp.size} fits at nside {nside} after "
                                    f"{self.engine.max_attempts} attempts; recorded as failed (NaN)")

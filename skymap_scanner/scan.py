@@ -34,7 +34,7 @@ from .errors import ConfigError, MessageError, SkyScanError
 from .events import native
 from .events.model import Event
 from .intake import DropLog, accept_result
-from .messages import WorkMessage
+from .messages import ScanOverMessage, StartedMessage, WorkMessage
 from .pixels import DEFAULT_PROGRESSION, NsideStep, parse_progression, pixel_radec, progression_str
 from .pointed import Pointing, online_fit_radec
 from .protocol import Effects, ScanProtocol
@@ -46,6 +46,14 @@ from .transport import Transport
 
 LOGGER = logging.getLogger(__name__)
 BLOCK_ITEMS = 16384  # items popped (and converted to local coordinates) at once
+
+
+class ScanStopped(Exception):
+    """The scan was told to stop (a signal, the SkyDriver kill switch) before it was done."""
+
+    def __init__(self, reason: str, exit_code: int) -> None:
+        super().__init__(reason)
+        self.reason, self.exit_code = reason, exit_code
 
 
 def make_scan_id(event: Event, reco_name: str, reco_options: Mapping[str, str], steps: tuple[NsideStep, ...],
@@ -75,12 +83,18 @@ class ScanSpec:
     result_interval_s: float = 60.0
     timeout_from_clients_s: float = 3 * 24 * 3600.0
     timeout_no_fit_s: float = 4 * 3600.0  # the scan fails when no fit succeeds for this long
+    max_pixel_reco_s: float = 1800.0  # the longest one fit may take (SKYSCAN_MAX_PIXEL_RECO_TIME)
     cache_dir: Path | None = None
     steps: tuple[NsideStep, ...] = ()
     scan_id: str = ""
     n_posvar: int = 0
     pointing: Pointing | None = None  # a pointed scan: the first nside only on a disc (see pointed.py)
     key: bytes = field(default=b"", repr=False)  # the HMAC key of the scan's messages (see signing.py)
+    #: names this scan's queues: the server sets a random one per scan (kept in --cache-dir for a resume,
+    #: see checkpoint.scan_instance_id); the scan id when not set
+    instance_id: str = ""
+    #: this server process (random): its scan-over message is for its own clients only
+    server_run: str = field(default_factory=lambda: secrets.token_hex(6))
     #: where the error-region calibration comes from: "auto" (the reco's shipped one, if it applies to
     #: these options), "none", or a calibration file's path
     calibration_source: str = "auto"
@@ -108,6 +122,8 @@ class ScanSpec:
                 self.scan_id += "-p" + hashlib.sha256(repr(self.pointing).encode()).hexdigest()[:6]
         if not self.key:
             self.key = scan_key(self.cache_dir, self.scan_id)
+        if not self.instance_id:
+            self.instance_id = self.scan_id
 
     def contour_settings(self) -> tuple[float, float]:
         """(level, margin) in 2*Delta-llh that the contour steps use: the given level, else this event's
@@ -156,7 +172,7 @@ class ScanRunner:
 
     def __init__(self, spec: ScanSpec, transport: Transport,
                  on_manifest: Callable[[dict[str, Any]], None] | None = None,
-                 on_partial_result: Callable[[ScanResult], None] | None = None,
+                 on_partial_result: Callable[[ScanResult], object] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.transport = transport
@@ -165,7 +181,8 @@ class ScanRunner:
                                  *spec.contour_settings())
         # batch ids start at a random point: replies to a crashed run of the same scan (same queues)
         # must not match this run's leases, or they would close leases of batches still being fitted
-        self.protocol = ScanProtocol(self.engine, spec.lease_min_s, clock, secrets.randbelow(2**52), spec.batch_size)
+        self.protocol = ScanProtocol(self.engine, spec.lease_min_s, clock, secrets.randbelow(2**52), spec.batch_size,
+                                     spec.max_pixel_reco_s)
         self.leases = self.protocol.leases
         self.stats = self.protocol.stats
         self.clock = clock
@@ -180,6 +197,8 @@ class ScanRunner:
         self._t_start = clock()
         self._items_at_start = 0
         self._t_last_fit = self._t_start
+        self._stop: ScanStopped | None = None
+        self.running = False
         if spec.cache_dir is not None:
             self._log = ResultLog(Path(spec.cache_dir) / f"{spec.scan_id}.results.bin")
 
@@ -210,8 +229,28 @@ class ScanRunner:
             LOGGER.info("resumed from checkpoint %s: %d fits already collected", self._log.path, n)
         return n
 
+    # -- stopping -------------------------------------------------------------------------
+    def request_stop(self, reason: str, exit_code: int) -> None:
+        """Stop the loop at its next turn (within ~0.2 s) with :class:`ScanStopped`; safe from a signal
+        handler or another thread."""
+        if self._stop is None:
+            self._stop = ScanStopped(reason, exit_code)
+
+    def announce_scan_over(self, reason: str) -> None:
+        """Tell the workers the scan is over: a signed scan-over message on the work channel (a broker
+        client that takes it puts it back for the next one and exits)."""
+        msg = ScanOverMessage(self.spec.scan_id, self.spec.server_run, reason[:300])
+        self.transport.send(seal(msg.to_dict(), "work", self.spec.key))
+
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> ScanResult:
+        self.running = True
+        try:
+            return self._run()
+        finally:
+            self.running = False
+
+    def _run(self) -> ScanResult:
         spec = self.spec
         equatorial_to_local(0.0, 0.0, spec.event.mjd)  # load astropy's tables now, not mid-scan
         t_progress = t_result = self._t_start = self.clock()
@@ -226,15 +265,20 @@ class ScanRunner:
         else:
             LOGGER.info("refinement: classic mode (NSIDE:N pixels around the best fit)")
         while not self.engine.done:
+            if self._stop is not None:
+                raise self._stop
             self._fill()
             replies = self.transport.receive(timeout_s=0.2)
             if replies:
                 t_last_reply = self.clock()
             for raw in replies:
                 self._handle_reply(raw)
-            self._apply(self.protocol.expire())
             for note in self.transport.maintain():
                 LOGGER.warning(note)
+            lost = self.transport.lost_workers()
+            if lost:
+                self._apply(self.protocol.workers_lost(lost))
+            self._apply(self.protocol.expire())
             now = self.clock()
             if now - t_progress >= spec.progress_interval_s:
                 t_progress = now
@@ -307,7 +351,10 @@ class ScanRunner:
             else:
                 self.stats.refused[kind] += 1
         else:
-            self._apply(self.protocol.on_result(msg))
+            if isinstance(msg, StartedMessage):
+                self._apply(self.protocol.on_started(msg))
+            else:
+                self._apply(self.protocol.on_result(msg))
 
     def _apply(self, effects: Effects) -> None:
         """The I/O a protocol step asks for: checkpoint its rows, log its notes."""
@@ -343,15 +390,21 @@ class ScanRunner:
             "best": None if best is None else {"nside": best.nside, "pixel": best.pixel, "llh": best.llh},
             "failures": {"failed_fits": self.engine.counts.failed_items,
                          "failed_attempts": self.engine.counts.failed_attempts,
-                         "resent_batches": self.stats.resent_batches},
+                         "resent_batches": self.stats.resent_batches,
+                         "lost_deliveries": self.stats.lost_batches,
+                         "expired_leases": self.stats.expired_batches + self.stats.retaken_batches,
+                         "slow_fits": self.stats.slow_fits},
             "dropped": {"bad_messages": self.stats.bad_messages, "foreign_messages": self.stats.foreign_messages,
                         "unsigned_messages": self.stats.refused["unsigned"],
                         "forged_messages": self.stats.refused["forged"],
                         "replayed_messages": self.stats.refused["replayed"],
                         "unsolicited_fits": self.stats.unsolicited_fits,
-                        "duplicates": self.engine.counts.duplicates, "unknown_pixels": self.engine.counts.unknown},
+                        "duplicates": self.engine.counts.duplicates, "unknown_pixels": self.engine.counts.unknown,
+                        "work_messages_dropped_by_clients": sum(self.stats.client_dropped.values())},
             "per_client_fits": dict(self.stats.per_client),
             "complete": self.engine.done,
+            "stopped": None if self._stop is None else self._stop.reason,
+            "scan_instance": self.spec.instance_id,
             "updated_at_unix": time.time(),
             "server_host": socket.gethostname(),
         }
@@ -389,16 +442,24 @@ def scan_event(event: Event, reco_name: str, *, nsides: str = DEFAULT_PROGRESSIO
     """Run a whole scan of ``event``: embedded (this process plus ``local_workers`` workers) by default;
     ``backend=None`` takes the transport from the environment (a broker when one is configured).
     ``contour_level`` / ``contour_margin``: 2*Delta-llh of the contour steps (None: the defaults)."""
+    from .checkpoint import new_instance_id
     from .config import EnvConfig
     from .transport.registry import TransportOptions, make_server_transport
 
     spec = ScanSpec(event, reco_name, dict(reco_options or {}), nsides, predictive_threshold,
                     calibration_source=calibration, contour_level=contour_level, contour_margin=contour_margin)
+    spec.instance_id = new_instance_id(spec.scan_id)  # queues of its own, even beside a twin scan
     transport = make_server_transport(EnvConfig(), spec, TransportOptions(local_workers), backend=backend)
     transport.start()
     runner = ScanRunner(spec, transport)
+    reason = "failed"
     try:
-        return runner.run()
+        result = runner.run()
+        reason = "complete"
+        return result
     finally:
         runner.close()
-        transport.close()
+        try:
+            runner.announce_scan_over(reason)
+        finally:
+            transport.close()

@@ -1,14 +1,21 @@
-"""Optional reporting of progress and results to a SkyDriver-style REST service.
+"""Optional reporting of progress and results to a SkyDriver-style REST service, and its kill switch.
 
 Enabled by ``SKYSCAN_SKYDRIVER_ADDRESS``. Uses wipac-rest-tools' RestClient.
 Intermediate updates are best effort (a failure is logged and the scan goes on);
 the final result is retried several times.
+
+Kill switch: :class:`KillSwitch` polls ``GET /scan/<id>/status`` every ``SKYSCAN_SKYDRIVER_POLL_SEC``;
+when the answer says the scan is deleted (``"is_deleted": true``, or a ``"scan_state"`` naming a
+deletion) the server stops as on SIGTERM, but exits 0 with the reason logged. A poll that fails, or an
+answer without those fields, never stops a scan.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 LOGGER = logging.getLogger(__name__)
@@ -48,6 +55,60 @@ class SkyDriverReporter:
                     time.sleep(self.retry_delay_s)
         if final:
             LOGGER.error("SkyDriver never accepted the final result; it is still on disk")
+
+
+def says_deleted(status: Any) -> bool:
+    """Whether a ``/scan/<id>/status`` answer says the scan was deleted."""
+    if not isinstance(status, dict):
+        return False
+    if status.get("is_deleted") is True:
+        return True
+    state = status.get("scan_state")
+    return isinstance(state, str) and "DELETED" in state.upper()
+
+
+class KillSwitch(threading.Thread):
+    """Polls SkyDriver's status of the scan; calls ``on_deleted(reason)`` once when it says deleted."""
+
+    def __init__(self, address: str, token: str, scan_id: str, interval_s: float,
+                 on_deleted: Callable[[str], None]) -> None:
+        super().__init__(name="skydriver-kill-switch", daemon=True)
+        from rest_tools.client import RestClient
+
+        self.rc = RestClient(address, token=token or None, timeout=10, retries=0)
+        self.scan_id, self.interval_s, self.on_deleted = scan_id, interval_s, on_deleted
+        self.halt = threading.Event()
+        self.polls = 0
+        self._warned = False
+
+    def poll(self) -> bool:
+        """One poll; True if SkyDriver says the scan is deleted."""
+        self.polls += 1
+        try:
+            status = self.rc.request_seq("GET", f"/scan/{self.scan_id}/status")
+        except Exception as e:
+            if not self._warned:  # once: a SkyDriver outage must not flood the log
+                LOGGER.warning("SkyDriver status poll failed (%s); the scan goes on", type(e).__name__)
+                self._warned = True
+            return False
+        return says_deleted(status)
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval_s):
+            if self.poll():
+                self.on_deleted(f"SkyDriver says scan {self.scan_id} is deleted (kill switch)")
+                return
+
+    def stop(self) -> None:
+        self.halt.set()
+
+
+def make_kill_switch(cfg: Any, spec: Any, on_deleted: Callable[[str], None]) -> KillSwitch | None:
+    address = getattr(cfg, "SKYSCAN_SKYDRIVER_ADDRESS", "")
+    if not address:
+        return None
+    return KillSwitch(address, cfg.SKYSCAN_SKYDRIVER_AUTH, cfg.SKYSCAN_SKYDRIVER_SCAN_ID or spec.scan_id,
+                      cfg.SKYSCAN_SKYDRIVER_POLL_SEC, on_deleted)
 
 
 def make_skydriver_reporter(cfg: Any, spec: Any) -> SkyDriverReporter | None:

@@ -1,6 +1,7 @@
 """Every transport backend behind one harness, so that the contract tests are written once.
 
-``stub`` and ``embedded`` need nothing; ``rabbitmq`` and ``nats`` talk to the real brokers (their clients
+``stub`` and ``embedded`` need nothing; ``rabbitmq``, ``nats`` and ``pulsar`` (pulsar-lite, started here
+when none answers) talk to the real brokers (their clients
 run the real worker loop in threads of the test process, over the real broker). Each harness uses a
 scan id of its own, so its queues are its own, and deletes them at the end.
 """
@@ -16,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from brokers import delete_queues, publish
-from conftest import NATS, RABBITMQ, need_broker
+from brokers import BROKER_ADDRESSES, broker_address, delete_queues, publish, publish_raw, start_pulsar_lite
+from conftest import need_broker
 from reference import SAMPLE, Reference
 
+from skymap_scanner.client.__main__ import relay_scan_over
 from skymap_scanner.config import EnvConfig
 from skymap_scanner.events import load_event
 from skymap_scanner.messages import ResultMessage, WorkMessage
@@ -30,7 +32,8 @@ from skymap_scanner.transport.registry import TransportOptions, make_server_tran
 from skymap_scanner.transport.worker_loop import ServeStats, serve
 from skymap_scanner.worker import PixelWorker
 
-BACKENDS = ("stub", "embedded", "rabbitmq", "nats")
+BROKERS = ("rabbitmq", "nats", "pulsar")
+BACKENDS = ("stub", "embedded", *BROKERS)
 EVENT = load_event(SAMPLE)
 
 
@@ -61,15 +64,17 @@ class FlakyHandler:
 class Harness:
     """One backend: makes server transports for a scan and runs its workers."""
 
-    def __init__(self, name: str, tmp: Path) -> None:
+    def __init__(self, name: str, tmp: Path, heartbeat_s: float = 30.0) -> None:
         self.name = name
         self.tmp = tmp
         self.scan_id = f"contract-{name}-{uuid.uuid4().hex[:12]}"
         self.cfg = EnvConfig()
-        if name in ("rabbitmq", "nats"):
-            host, port = RABBITMQ if name == "rabbitmq" else NATS
-            need_broker(name, host, port)
-            self.cfg = EnvConfig(SKYSCAN_BROKER_CLIENT=name, SKYSCAN_BROKER_ADDRESS=host)
+        if name in BROKERS:
+            if name == "pulsar":
+                start_pulsar_lite()
+            need_broker(name, *BROKER_ADDRESSES[name])
+            self.cfg = EnvConfig(SKYSCAN_BROKER_CLIENT=name, SKYSCAN_BROKER_ADDRESS=broker_address(name),
+                                 SKYSCAN_MQ_HEARTBEAT_SEC=heartbeat_s)
         self.handlers: list[FlakyHandler] = []
         self.client_stats: list[ServeStats] = []
         self._channels: list[MQWorkerChannel] = []
@@ -77,7 +82,7 @@ class Harness:
 
     @property
     def is_broker(self) -> bool:
-        return self.name in ("rabbitmq", "nats")
+        return self.name in BROKERS
 
     # -- the scan ---------------------------------------------------------------------------------
     def spec(self, ref: Reference, reco: str | None = None, reco_options: dict[str, str] | None = None,
@@ -101,14 +106,19 @@ class Harness:
         return t
 
     def _start_clients(self, spec: ScanSpec, n: int) -> None:
+        """``n`` clients running the real worker loop over the broker, in threads of this process."""
         to_q, from_q = queue_names(spec.scan_id)
         settings = broker_settings(self.cfg)
         for i in range(n):
             handler = FlakyHandler(PixelWorker(spec.event, spec.reco_name, spec.reco_options, f"client-{i}").handle)
             channel = MQWorkerChannel(settings, to_q, from_q, f"client-{i}")
             stats = ServeStats()
-            th = threading.Thread(target=lambda c=channel, h=handler, s=stats: asyncio.run(
-                serve(c, h, spec.scan_id, spec.key, first_wait_s=120, idle_s=120, session_idle_s=1, stats=s)), daemon=True)
+            async def client(c: MQWorkerChannel = channel, h: Any = handler, s: ServeStats = stats) -> None:
+                await serve(c, h, spec.scan_id, spec.key, first_wait_s=120, idle_s=120, session_idle_s=1, stats=s)
+                if s.scan_over is not None:  # as skymap_scanner.client does: pass it on to the next client
+                    await relay_scan_over(settings, to_q, s.scan_over)
+
+            th = threading.Thread(target=lambda coro=client: asyncio.run(coro()), daemon=True)
             th.start()
             self.handlers.append(handler)
             self.client_stats.append(stats)
@@ -145,6 +155,14 @@ class Harness:
         else:
             publish(queue_names(self.scan_id)[1], raws, self.name)
         return transport
+
+    def inject_raw_work(self, raws: list[bytes]) -> None:
+        """Raw bytes (not mqclient messages) onto the work queue."""
+        publish_raw(queue_names(self.scan_id)[0], raws, self.name)
+
+    def inject_raw_replies(self, raws: list[bytes]) -> None:
+        """Raw bytes (not mqclient messages) onto the results queue."""
+        publish_raw(queue_names(self.scan_id)[1], raws, self.name)
 
     def work_dropped(self, transport: ServerTransport) -> int | None:
         """Work messages the workers refused (None where the workers are other processes)."""
@@ -187,6 +205,9 @@ class Wrapper(ServerTransport):
 
     def maintain(self) -> list[str]:
         return self.inner.maintain()
+
+    def lost_workers(self) -> set[str]:
+        return self.inner.lost_workers()
 
     def close(self) -> None:
         self.inner.close()
@@ -252,5 +273,5 @@ def crash() -> None:
     raise ServerCrash("server killed")
 
 
-__all__ = ["BACKENDS", "AfterReplies", "Doubling", "Harness", "Injected", "Lossy", "MQServerTransport",
+__all__ = ["BACKENDS", "BROKERS", "AfterReplies", "Doubling", "Harness", "Injected", "Lossy", "MQServerTransport",
            "ServerCrash", "SimulatedCrash", "crash"]

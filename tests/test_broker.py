@@ -1,4 +1,4 @@
-"""Distributed scans over a real broker (RabbitMQ, NATS) with real server and client processes.
+"""Distributed scans over a real broker (RabbitMQ, NATS, Pulsar) with real server and client processes.
 
 One end-to-end scan per broker, and the faults that need real processes (SIGKILL of a client or of
 the server, a broker restart). The other faults run in-process on every backend in
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from brokers import delete_queues, rabbitmq_queue_depth
+from brokers import BROKER_ADDRESSES, broker_address, delete_queues, rabbitmq_queue_exists, start_pulsar_lite
 from conftest import IN_CI, NATS, RABBITMQ, need_broker, reachable  # tests/ is on pytest's pythonpath
 from reference import DUMMY, SAMPLE, SMALL, Reference, assert_equals_reference
 
@@ -282,7 +282,8 @@ def test_rabbitmq_scan_equals_stored_result(rabbitmq: None, scans: Callable[...,
     assert m is not None and m["mode"] == "broker"
     assert_manifest_consistent(m, got.maps)
     assert m["dropped"] == {"bad_messages": 0, "foreign_messages": 0, "unsigned_messages": 0, "forged_messages": 0,
-                            "replayed_messages": 0, "unsolicited_fits": 0, "duplicates": 0, "unknown_pixels": 0}
+                            "replayed_messages": 0, "unsolicited_fits": 0, "duplicates": 0, "unknown_pixels": 0,
+                            "work_messages_dropped_by_clients": 0}
     # the startup JSON holds the scan's key: owner-only, and the key is in no log
     assert (scan.dir / "startup.json").stat().st_mode & 0o777 == 0o600
     assert startup["scan_key"] not in scan.logs(tail=10**9)
@@ -293,7 +294,9 @@ def test_rabbitmq_scan_equals_stored_result(rabbitmq: None, scans: Callable[...,
         log = (scan.dir / f"client-{i}.log").read_text()
         assert "done after" in log, log[-2000:]
     d = scan.startup()
-    assert rabbitmq_queue_depth(d["queue_to_clients"]) == 0
+    # nothing left behind: the server deleted the scan's queues once its clients had read the scan-over
+    assert not rabbitmq_queue_exists(d["queue_to_clients"])
+    assert not rabbitmq_queue_exists(d["queue_from_clients"])
 
 
 @pytest.mark.slow
@@ -352,6 +355,37 @@ def test_sigkill_client_mid_scan(rabbitmq: None, scans: Callable[..., Scan]) -> 
     successor = sum(n for name, n in m["per_client_fits"].items() if name != victim_name)
     assert m["per_client_fits"][victim_name] >= done_by_victim[victim_name] and successor > 0
     assert sum(m["per_client_fits"].values()) - m["dropped"]["duplicates"] == n_fits(m)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["rabbitmq", "nats", "pulsar"])
+def test_client_sigkill_mid_scan_equals_embedded(broker: str, scans: Callable[..., Scan],
+                                                 embedded: Callable[..., Embedded]) -> None:
+    """On every broker (Pulsar: pulsar-lite): SIGKILL the only client mid-scan, start another; the
+    server ends with exit 0 and the result equals the embedded scan's (issue 12: Pulsar had never run)."""
+    if broker == "pulsar":
+        start_pulsar_lite()
+    need_broker(broker, *BROKER_ADDRESSES[broker])
+    args = own_scan(SMALL, sleep_s=0.002)
+    env = base_env(SKYSCAN_BROKER_CLIENT=broker, SKYSCAN_BROKER_ADDRESS=broker_address(broker),
+                   SKYSCAN_BATCH_SIZE="16", SKYSCAN_LEASE_MIN_SEC="5", SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE="10")
+    scan = scans(args, env, event=SAMPLE)
+    reference = embedded(SAMPLE, args)
+    scan.start_server()
+    victim = scan.start_client()
+    scan.wait_for(lambda: scan.fits_done() >= 300, "the first client to do some work", timeout_s=120)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    at_kill = scan.manifest()
+    assert at_kill is not None and not at_kill["complete"], "the scan finished before the client was killed"
+    scan.start_client()
+    assert scan.wait_server(timeout_s=240) == 0, scan.logs()
+    maps = load_result(scan.result_npz()).maps
+    assert_same_maps(maps, reference.maps())
+    m = scan.manifest()
+    assert m is not None
+    assert_manifest_consistent(m, maps)
+    assert len(m["per_client_fits"]) == 2
 
 
 @pytest.mark.slow
@@ -445,8 +479,10 @@ def test_server_without_clients_gives_up_and_keeps_a_partial_result(rabbitmq: No
     m = scan.manifest()
     assert m is not None and m["complete"] is False
     assert load_result(scan.result_npz()).maps[8].size == 0  # the (empty) partial result is on disk
-    # the work it published is still queued for clients that may come later
-    assert rabbitmq_queue_depth(scan.startup()["queue_to_clients"]) > 0
+    # a scan that gave up leaves no queues behind (nobody will fit the work it had published)
+    d = scan.startup()
+    assert not rabbitmq_queue_exists(d["queue_to_clients"])
+    assert not rabbitmq_queue_exists(d["queue_from_clients"])
 
 
 _DIES_WITHOUT_CLOSE = """

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from skymap_scanner.transport.mq import _MQSession, pika_connections
+from skymap_scanner.transport.mq import _MQSession
 from skymap_scanner.transport.worker_loop import fit_keeping_alive
 
 
@@ -29,16 +29,20 @@ class FakePikaConnection:
         self.threads.add(threading.get_ident())
 
 
-class FakeSub:  # shaped like mqclient's QueueSubResource over RabbitMQ
+class FakeSub:  # shaped like mq_wire.RawSub over RabbitMQ
     def __init__(self) -> None:
-        self._sub = type("RabbitMQSub", (), {})()
-        self._sub.connection = FakePikaConnection()
+        self.connection = FakePikaConnection()
+
+    async def keepalive(self) -> None:
+        self.connection.process_data_events(time_limit=0)
 
 
-class FakePub:  # shaped like mqclient's QueuePubResource over RabbitMQ
+class FakePub:  # shaped like mq_wire.RawPub over RabbitMQ
     def __init__(self) -> None:
-        self.pub = type("RabbitMQPub", (), {})()
-        self.pub.connection = FakePikaConnection()
+        self.connection = FakePikaConnection()
+
+    def pika_connection(self) -> FakePikaConnection:
+        return self.connection
 
 
 def test_connections_are_serviced_while_a_long_fit_runs() -> None:
@@ -56,10 +60,25 @@ def test_connections_are_serviced_while_a_long_fit_runs() -> None:
 
     result, loop_thread = asyncio.run(main())
     assert result == "BATCH"
-    for conn in (sub._sub.connection, pub.pub.connection):
+    for conn in (sub.connection, pub.connection):
         assert conn.calls >= 5  # ~every 0.05 s during 0.5 s
         assert conn.threads == {loop_thread}  # pika is only touched from the event-loop thread
     assert fit_threads and fit_threads[0] != loop_thread  # the fit ran elsewhere
+
+
+def test_the_session_pump_services_connections_every_half_heartbeat() -> None:
+    """While the loop is free (a fit in a thread), the session's own pump services the connections,
+    whatever the worker loop's keep-alive period."""
+    sub, pub = FakeSub(), FakePub()
+    session = _MQSession(sub, pub)
+
+    async def main() -> None:
+        pump = asyncio.ensure_future(session.pump(0.05))
+        await asyncio.to_thread(time.sleep, 0.5)
+        pump.cancel()
+
+    asyncio.run(main())
+    assert sub.connection.calls >= 5 and pub.connection.calls >= 5
 
 
 def test_a_quick_fit_is_not_slowed_and_errors_propagate() -> None:
@@ -71,7 +90,7 @@ def test_a_quick_fit_is_not_slowed_and_errors_propagate() -> None:
 
     t0 = time.monotonic()
     assert asyncio.run(quick()) == 42 and time.monotonic() - t0 < 1
-    assert sub._sub.connection.calls == 0
+    assert sub.connection.calls == 0
 
     def broken(work: Any) -> Any:
         raise RuntimeError("worker bug")
@@ -81,14 +100,6 @@ def test_a_quick_fit_is_not_slowed_and_errors_propagate() -> None:
 
     with pytest.raises(RuntimeError, match="worker bug"):
         asyncio.run(failing())
-
-
-def test_non_rabbitmq_resources_have_no_pika_connection() -> None:
-    class NatsLike:
-        _sub = object()
-
-    assert pika_connections((NatsLike(), object())) == []
-    assert len(pika_connections((FakeSub(), FakePub()))) == 2
 
 
 def _client(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from skymap_scanner.collector import FIT_FIELDS, NsideStore
 from skymap_scanner.engine import ScanEngine, WorkItems
 from skymap_scanner.errors import MessageError
 from skymap_scanner.intake import DropLog, ForeignMessage, accept_result, accept_work
-from skymap_scanner.leases import Attempts, LeaseBook
+from skymap_scanner.leases import LOST_BACKOFF_MAX, Attempts, LeaseBook
 from skymap_scanner.messages import ResultMessage
 from skymap_scanner.pixels import parse_progression
 from skymap_scanner.protocol import ScanProtocol
@@ -37,10 +37,16 @@ def px(*values: int) -> np.ndarray:
 
 
 # -- leases -------------------------------------------------------------------------------------------
-def test_a_lease_is_overdue_after_lease_min_s_when_nothing_was_observed() -> None:
+def a_worker_was_seen(book: LeaseBook) -> None:
+    """A worker signalled it took a batch (one this book does not know): workers are at work."""
+    book.start(-1, "w0")
+
+
+def test_a_lease_is_overdue_after_lease_min_s_once_a_worker_was_seen() -> None:
     clock = Clock()
     book = LeaseBook(lease_min_s=10.0, clock=clock)
     book.add(1, 8, px(1, 2), px(0, 0))
+    a_worker_was_seen(book)
     clock.t += 10.0
     assert book.overdue() == []  # not past the deadline yet (strictly greater)
     clock.t += 0.001
@@ -68,6 +74,53 @@ def test_done_closes_a_lease_once_and_measures_the_rate() -> None:
     assert book.overdue() == []
     clock.t += 0.01
     assert [lease.batch_id for lease in book.overdue()] == [3]
+
+
+def test_no_re_send_as_lost_while_no_worker_was_ever_seen() -> None:
+    """Clients not started yet (HTCondor jobs still idle): work waiting in the queue is not lost, and
+    re-sending it every lease_min_s only piled up copies of the whole scan in the queue."""
+    clock = Clock()
+    book = LeaseBook(lease_min_s=10.0, clock=clock)
+    book.add(1, 8, px(1, 2), px(0, 0))
+    clock.t += 3600.0
+    assert book.overdue() == []
+    a_worker_was_seen(book)  # now one is at work: the batch is lost once no worker had it for lease_min_s
+    clock.t += 10.001
+    assert [lease.batch_id for lease in book.overdue()] == [1]
+
+
+def test_rule_b_fires_once_per_absence_and_backs_off_when_a_lost_batch_turns_up() -> None:
+    """All workers restarting at once (the embedded pool replacing crashed processes) looked like lost
+    deliveries: every queued batch was re-sent after each restart (178 re-sends in one scan)."""
+    clock = Clock()
+    book = LeaseBook(lease_min_s=2.0, clock=clock)
+    for b in (1, 2):
+        book.add(b, 8, px(b), px(0))
+    a_worker_was_seen(book)
+    clock.t += 2.001
+    assert sorted(lease.batch_id for lease in book.overdue()) == [1, 2]  # called lost: re-sent as 3 and 4
+    book.add(3, 8, px(1), px(0))
+    book.add(4, 8, px(2), px(0))
+    clock.t += 100.0  # no worker seen since: the re-sends are not called lost, however long that lasts
+    assert book.overdue() == []
+    assert book.start(1, "w1") is None  # batch 1 turns up after all: the workers were only away
+    assert book.lost_turned_up == 1 and book.lost_backoff == 2.0
+    assert book.done(1) is None and book.lost_turned_up == 1  # once per batch
+    clock.t += 4.0  # idle 4 s since that start: the back-off asks for more than 2 x 2 s
+    assert book.overdue() == []
+    clock.t += 0.01
+    assert sorted(lease.batch_id for lease in book.overdue()) == [3, 4]
+    clock.t += 0.01
+    book.start(4, "w1")
+    book.start(3, "w1")
+    assert book.lost_backoff == 4.0  # doubled once for the episode, not once per batch
+    for b in range(5, 15):  # absence after absence: up to the cap
+        book.add(b, 8, px(b), px(0))
+        clock.t += 2.0 * LOST_BACKOFF_MAX + 1.0
+        assert [lease.batch_id for lease in book.overdue()] == [b]
+        clock.t += 0.01
+        book.start(b, "w1")
+    assert book.lost_backoff == LOST_BACKOFF_MAX
 
 
 def test_the_rate_is_smoothed() -> None:
@@ -192,6 +245,7 @@ def test_protocol_takes_only_fits_sent_out_and_still_outstanding() -> None:
     work = p.engine.pop_work(4)
     assert work is not None
     first = p.open_batch(work)
+    a_worker_was_seen(p.leases)
     clock.t += 11.0
     p.expire()  # overdue: its fits go back to the queue ...
     again = p.engine.pop_work(4)
@@ -235,11 +289,13 @@ def test_protocol_sends_an_overdue_batch_again_after_its_lease() -> None:
     work = p.engine.pop_work(3)
     assert work is not None
     p.open_batch(work)
+    a_worker_was_seen(p.leases)
     clock.t += 9.0
     assert p.expire().notes == []
     clock.t += 2.0
     fx = p.expire()
-    assert p.stats.resent_batches == 1 and "got no reply in time" in fx.notes[0][1] and fx.rows == []
+    assert p.stats.resent_batches == 1 and "a lost delivery" in fx.notes[0][1] and fx.rows == []
+    assert p.engine.counts.failed_attempts == 0  # never taken by a worker: no attempt spent
     again = p.engine.pop_work(10)
     assert again is not None and again.pixels[:3].tolist() == work.pixels.tolist()
 

@@ -1,4 +1,4 @@
-"""The transport contract, written once and run on every backend (stub, embedded, RabbitMQ, NATS).
+"""The transport contract, written once and run on every backend (stub, embedded, RabbitMQ, NATS, Pulsar).
 
 Each test runs the real scan loop (:class:`ScanRunner`) in this process over the backend's server
 transport, with the backend's real workers running the one worker loop, and compares the result with
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from backends import BACKENDS, AfterReplies, Doubling, Harness, Lossy, ServerCrash, crash
+from backends import BACKENDS, BROKERS, AfterReplies, Doubling, Harness, Lossy, ServerCrash, crash
 from reference import DUMMY, POISON, SMALL, Reference, assert_equals_reference
 
 from skymap_scanner.checkpoint import RECORD_DTYPE
@@ -25,7 +25,7 @@ from skymap_scanner.signing import new_key, seal
 from skymap_scanner.transport import ServerTransport
 
 
-@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.broker) if name in ("rabbitmq", "nats") else name
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.broker) if name in BROKERS else name
                         for name in BACKENDS])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     h = Harness(request.param, tmp_path)

@@ -2,7 +2,9 @@
 
 Long-lived mode (``--client-startup-json PATH``): load the event and reco once,
 then consume work messages, fit, publish the reply and only then ack, until no
-work arrives for a while. Single-message mode (``--infile IN --outfile OUT``,
+work arrives for a while or the server's scan-over message arrives (it is put
+back on the work queue for the next client, then this one exits 0). A client
+started from a startup JSON the server has marked as over exits 0 at once. Single-message mode (``--infile IN --outfile OUT``,
 for the EWMS pilot): fit the one work message in IN and write the reply to OUT.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -83,6 +86,7 @@ def startup_key(startup: dict[str, Any], path: Path) -> bytes:
 
 def _single(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
+    from ..messages import ScanOverMessage
     from ..signing import Verifier, seal
     from ..transport.mq import read_startup_json
     from ..transport.worker_loop import intake
@@ -97,6 +101,11 @@ def _single(args: argparse.Namespace) -> int:
         work = intake(raw, startup["scan_id"], Verifier(key, "work"))  # the same intake as the long-lived loop
     except MessageError as e:
         raise MessageError(f"{args.infile}: {e}") from None
+    if isinstance(work, ScanOverMessage):
+        # the pilot needs an outfile; this one is nobody's result (a server still listening drops it)
+        LOGGER.info("the scan is over (%s): nothing to fit", work.reason)
+        atomic_write_text(args.outfile, json.dumps({"scan_over": work.reason}))
+        return 0
     reply = _load(startup).handle(work)
     atomic_write_text(args.outfile, json.dumps(seal(reply.to_dict(), "result", key)))
     return 0
@@ -104,15 +113,29 @@ def _single(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, cfg: Any) -> int:
     from ..transport.mq import MQWorkerChannel, broker_settings, read_startup_json, redact_address
+    from ..transport.mq_wire import queue_missing
     from ..transport.worker_loop import serve
 
     startup = read_startup_json(args.client_startup_json)
+    over = startup.get("scan_over")
+    if over:
+        LOGGER.info("scan %s is over (%s): nothing to do", startup["scan_id"],
+                    over.get("reason", "?") if isinstance(over, dict) else over)
+        return 0
     address = cfg.SKYSCAN_BROKER_ADDRESS or startup["broker_address"]
     # the broker type comes with the address: from the environment if it names one, else from the server
     client = cfg.SKYSCAN_BROKER_CLIENT if cfg.SKYSCAN_BROKER_ADDRESS else startup["broker_client"]
     settings = broker_settings(cfg, address, client)
+    expiry = startup.get("queue_expiry_s", 0.0)  # the queues must be declared as the server declared them
+    settings = dataclasses.replace(settings, expiry_s=float(expiry) if isinstance(expiry, (int, float)) else 0.0)
     settings.make_queue(startup["queue_to_clients"])  # a bad broker type or missing extra: one-line error now
     key = startup_key(startup, args.client_startup_json)
+    if await queue_missing(settings, startup["queue_to_clients"]):
+        # the server declares both queues before it writes the startup JSON and deletes them when the scan
+        # ends: a copy of the JSON made earlier (an HTCondor job started late) must not wait an hour
+        LOGGER.info("scan %s has no work queue %s on the broker: the scan is over or unknown; nothing to do",
+                    startup["scan_id"], startup["queue_to_clients"])
+        return 0
     worker = _load(startup)
     scan_id = startup["scan_id"]
     LOGGER.info("client for scan %s: reco %s, broker %s at %s, queues %s -> %s", scan_id, startup["reco_algo"],
@@ -120,9 +143,30 @@ async def _serve(args: argparse.Namespace, cfg: Any) -> int:
                 startup["queue_from_clients"])
     channel = MQWorkerChannel(settings, startup["queue_to_clients"], startup["queue_from_clients"],
                               worker.client_name)
-    await serve(channel, worker.handle, scan_id, key, first_wait_s=cfg.SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE,
-                idle_s=cfg.SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE, session_idle_s=SESSION_IDLE_S)
+    server_run = startup.get("server_run")
+    stats = await serve(channel, worker.handle, scan_id, key,
+                        first_wait_s=cfg.SKYSCAN_MQ_CLIENT_TIMEOUT_WAIT_FOR_FIRST_MESSAGE,
+                        idle_s=cfg.SKYSCAN_MQ_CLIENT_TIMEOUT_IDLE, session_idle_s=SESSION_IDLE_S,
+                        server_run=server_run if isinstance(server_run, str) else None)
+    if stats.scan_over is not None:
+        await relay_scan_over(settings, startup["queue_to_clients"], stats.scan_over)
     return 0
+
+
+async def relay_scan_over(settings: Any, queue_to_clients: str, raw: Any, timeout_s: float = 10.0) -> None:
+    """Put the scan-over message back on the work queue, for the next client (and any started later)."""
+    from ..transport.mq_wire import open_pub
+
+    async def send() -> None:
+        # passive: a queue the server has deleted in the meantime must not be created again (a leftover);
+        # and never mqclient's own declaration, refused for a queue declared with an expiry
+        async with open_pub(settings, queue_to_clients, subscribe_first=False, passive=True) as pub:
+            await pub.send(raw if isinstance(raw, dict) else json.loads(raw))
+
+    try:
+        await asyncio.wait_for(send(), timeout_s)
+    except Exception as e:  # the queue may be gone already: then nobody needs telling
+        LOGGER.info("could not pass the scan-over message on (%s)", type(e).__name__)
 
 
 if __name__ == "__main__":

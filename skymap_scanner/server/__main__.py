@@ -3,6 +3,11 @@
 With no ``SKYSCAN_BROKER_ADDRESS`` the scan runs embedded on this machine with
 ``--local-workers`` processes; with one, work goes out through the broker to
 clients started with the client-startup JSON this command writes.
+
+SIGTERM / SIGINT (and, with SkyDriver, the kill switch: the scan deleted there) stop the scan
+gracefully: one log line, the checkpoint flushed, the results so far as ``*.partial.npz``, the clients
+told that the scan is over, exit 143 / 130 (0 for the kill switch). However the scan ends, the clients
+get a signed scan-over message and the client-startup JSON is marked over.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -105,8 +111,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     made: list[Path] = []  # directories this run created: removed again if it fails while they are empty
+    from ..scan import ScanStopped
+
     try:
         return _run(args, made)
+    except ScanStopped as e:  # a second signal while stopping
+        print(f"skymap_scanner.server: stopped ({e.reason})", file=sys.stderr)
+        return e.exit_code
     except SkyScanError as e:
         from ..console import remove_empty_dirs
 
@@ -135,8 +146,8 @@ def _release_lock(args: argparse.Namespace, made: list[Path]) -> None:
         from ..dirlock import LOCK_NAME
 
         left = list(cache.iterdir())
-        # only the lock and a scan key (made before any result was checkpointed): nothing worth keeping
-        if all(f.name == LOCK_NAME or f.suffix == ".key" for f in left):
+        # only the lock, a scan key and instance id (made before any result was checkpointed): nothing worth keeping
+        if all(f.name == LOCK_NAME or f.suffix in (".key", ".instance") for f in left):
             for f in left:
                 f.unlink(missing_ok=True)
 
@@ -173,9 +184,14 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
         batch_size=cfg.SKYSCAN_BATCH_SIZE, lease_min_s=cfg.SKYSCAN_LEASE_MIN_SEC,
         progress_interval_s=cfg.SKYSCAN_PROGRESS_INTERVAL_SEC, result_interval_s=cfg.SKYSCAN_RESULT_INTERVAL_SEC,
         timeout_from_clients_s=cfg.SKYSCAN_MQ_TIMEOUT_FROM_CLIENTS, timeout_no_fit_s=cfg.SKYSCAN_TIMEOUT_NO_FIT_SEC,
+        max_pixel_reco_s=cfg.SKYSCAN_MAX_PIXEL_RECO_TIME,
         cache_dir=args.cache_dir, pointing=pointing, calibration_source=args.calibration,
         contour_level=args.contour_level, contour_margin=args.contour_margin,
     )
+    from ..checkpoint import scan_instance_id
+
+    # queues of this server start only (a resume with --cache-dir reuses the instance of the run before)
+    spec.instance_id = scan_instance_id(args.cache_dir, spec.scan_id)
     LOGGER.info("event %s from %s: %d pulses on %d DOMs, %.1f PE", event.name, args.event_file,
                 len(event.pulses), event.pulses.n_doms, event.pulses.qtot_pe)
     from ..transport.registry import TransportOptions, backend_name, make_server_transport
@@ -190,25 +206,48 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
         LOGGER.info("mode: broker (%s at %s); clients start from %s", backend,
                     redact_address(cfg.SKYSCAN_BROKER_ADDRESS), args.client_startup_json)
 
+    doc = getattr(transport, "startup_doc", None)
+    if isinstance(doc, dict):  # clients drop a scan-over left in the queues by an earlier run of this scan
+        doc["server_run"] = spec.server_run
+
     reporter = _Reporter(cfg, spec, args.output_dir, ProgressView())
     runner = ScanRunner(spec, transport, on_manifest=reporter.manifest, on_partial_result=reporter.partial)
+    from ..scan import ScanStopped
+    from ..skydriver import make_kill_switch
+
+    stopper = _Stopper(runner)
+    kill_switch = make_kill_switch(cfg, spec, lambda reason: runner.request_stop(reason, 0))
     t0 = time.monotonic()
+    ended = "failed"
     try:
+        stopper.install()
         runner.resume()
         transport.start()
+        if kill_switch is not None:
+            kill_switch.start()
         result = runner.run()
+        ended = "complete"
+    except ScanStopped as stop:
+        ended = f"stopped: {stop.reason}"
+        reporter.view.close()
+        runner.close()  # the checkpoint flushed to disk
+        partial = _write_partial(reporter, runner, args.output_dir, quiet=True)
+        # the one line a stop leaves
+        LOGGER.warning("scan stopped (%s) after %.1f s: partial result %s, checkpoint %s; clients told the scan "
+                       "is over; exit %d", stop.reason, time.monotonic() - t0, partial,
+                       "flushed" if args.cache_dir is not None else "not kept (no --cache-dir)", stop.exit_code)
+        return stop.exit_code
     except BaseException:
         # never lose collected results: write what we have as a partial result
-        try:
-            reporter.partial(runner.result())
-            write_manifest(args.output_dir, runner.manifest())
-        except Exception as e2:  # pragma: no cover - best effort on the way out
-            LOGGER.error("could not write the partial result: %s", e2)
+        _write_partial(reporter, runner, args.output_dir)
         raise
     finally:
+        stopper.uninstall()
+        if kill_switch is not None:
+            kill_switch.stop()
         reporter.view.close()
         runner.close()
-        transport.close()
+        _end_scan(runner, transport, args.client_startup_json, ended)
     npz = result.write_npz(args.output_dir)
     js = result.write_json(args.output_dir)
     npz.with_name(result.filename(".npz", partial=True)).unlink(missing_ok=True)  # the final one replaces it
@@ -235,6 +274,69 @@ def _run(args: argparse.Namespace, made: list[Path]) -> int:
     return 0
 
 
+def _write_partial(reporter: _Reporter, runner: Any, output_dir: Path, quiet: bool = False) -> str:
+    """The results so far under the partial name (and the manifest); best effort on the way out."""
+    from ..scan import write_manifest
+
+    try:
+        path = reporter.partial(runner.result(), quiet=quiet)
+        write_manifest(output_dir, runner.manifest())
+        return str(path)
+    except Exception as e:  # pragma: no cover - best effort on the way out
+        LOGGER.error("could not write the partial result: %s", e)
+        return "(not written)"
+
+
+def _end_scan(runner: Any, transport: Any, startup_json: Path | None, reason: str) -> None:
+    """Tell the clients the scan is over (in-band, and in the client-startup JSON for those starting
+    later), then close the transport. Never raises: the server must exit whatever the broker does."""
+    try:
+        runner.announce_scan_over(reason)
+    except Exception as e:  # pragma: no cover - the transport is already broken
+        LOGGER.warning("could not tell the clients the scan is over (%s)", type(e).__name__)
+    if startup_json is not None and Path(startup_json).exists():
+        try:
+            from ..atomic import atomic_write_text
+
+            doc = json.loads(Path(startup_json).read_text())
+            doc["scan_over"] = {"reason": reason, "at_unix": time.time()}
+            atomic_write_text(Path(startup_json), json.dumps(doc, indent=1), mode=0o600)
+        except (OSError, ValueError) as e:
+            LOGGER.warning("could not mark %s as over (%s)", startup_json, type(e).__name__)
+    transport.close()
+
+
+class _Stopper:
+    """SIGTERM / SIGINT: a graceful stop. In the scan loop, the loop is asked to stop at its next turn;
+    before it (start-up, resume) the stop is raised at once. A second signal of either kind stops at once."""
+
+    CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.received = 0
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in self.CODES:
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        from ..scan import ScanStopped
+
+        self.received += 1
+        reason = f"{signal.Signals(signum).name} received"
+        if self.runner.running and self.received == 1:
+            self.runner.request_stop(reason, self.CODES[signal.Signals(signum)])
+        else:
+            raise ScanStopped(reason, self.CODES[signal.Signals(signum)])
+
+
 class _Reporter:
     """Writes the manifest and partial results locally (and to SkyDriver when configured)."""
 
@@ -253,11 +355,13 @@ class _Reporter:
         if self.skydriver:
             self.skydriver.send_manifest(manifest)
 
-    def partial(self, result: object) -> None:
-        path = result.write_npz(self.output_dir, partial=True)  # type: ignore[attr-defined]
-        LOGGER.info("partial result written: %s", path.name)
+    def partial(self, result: object, quiet: bool = False) -> Path:
+        path: Path = result.write_npz(self.output_dir, partial=True)  # type: ignore[attr-defined]
+        if not quiet:
+            LOGGER.info("partial result written: %s", path.name)
         if self.skydriver:
             self.skydriver.send_result(result, final=False)
+        return path
 
     def final(self, result: object, manifest: dict) -> None:  # type: ignore[type-arg]
         if self.skydriver:

@@ -47,6 +47,10 @@ class ServerTransport(ABC):
         """Periodic upkeep (e.g. replace dead workers); returns notes to log."""
         return []
 
+    def lost_workers(self) -> set[str]:
+        """Names of workers found dead since the last call (their batches need not wait for a lease)."""
+        return set()
+
     @abstractmethod
     def close(self) -> None:
         """Stop workers / disconnect; safe to call twice."""

@@ -102,6 +102,8 @@ class EmbeddedTransport(ServerTransport):
         self.max_in_flight_batches = 3 * n_workers
         self._in: Any = self._ctx.Queue()
         self._procs: dict[Any, Connection] = {}  # process -> the read end of its result pipe
+        self._names: dict[Any, str] = {}  # process -> its worker name (as in its "started" signals)
+        self._lost: set[str] = set()
         self._spawned = 0
         self.replaced = 0  # workers that died and were replaced
 
@@ -114,6 +116,7 @@ class EmbeddedTransport(ServerTransport):
         p.start()
         writer.close()  # only the worker writes: its death then reads as EOF here
         self._procs[p] = reader
+        self._names[p] = f"local-worker-{self._spawned}"
 
     def _read(self, timeout_s: float) -> list[bytes]:
         """Messages from every worker pipe that has one, waiting up to ``timeout_s``."""
@@ -162,12 +165,25 @@ class EmbeddedTransport(ServerTransport):
         notes = []
         for p in [p for p in self._procs if not p.is_alive()]:
             self._procs.pop(p).close()
+            self._lost.add(self._names.pop(p, ""))
             self.replaced += 1
             notes.append(f"local worker {p.name} exited with code {p.exitcode}; starting a replacement")
             self._spawn()
         return notes
 
+    def lost_workers(self) -> set[str]:
+        lost, self._lost = self._lost, set()
+        return lost
+
     def close(self) -> None:
+        # work still queued is nobody's now (the scan ended or was stopped): drop it, so that each worker
+        # stops after the batch in hand instead of fitting the queue first (best effort: a put not yet
+        # flushed by the queue's feeder thread may remain)
+        try:
+            while True:
+                self._in.get_nowait()
+        except (queue.Empty, OSError, ValueError):
+            pass
         for _ in self._procs:
             try:
                 self._in.put(None)
