@@ -245,11 +245,13 @@ class MQServerTransport(ServerTransport):
         self._pub.start()
         self._sub.start()
         # the JSON only once both queues exist: a client that finds no work queue takes its scan to be over
-        deadline = time.monotonic() + READY_WAIT_S
+        # (no longer than a publish may block: SKYSCAN_MQ_TIMEOUT_TO_CLIENTS then ends the scan as before)
+        wait_s = min(READY_WAIT_S, float(self.settings.timeout_to_clients_s))
+        deadline = time.monotonic() + wait_s
         for side in (self._pub, self._sub):
             if not side.ready.wait(max(0.0, deadline - time.monotonic())):
                 LOGGER.warning("the broker has not confirmed the scan's queues within %.0f s (is it reachable?); "
-                               "writing the client-startup JSON anyway, publishing keeps retrying", READY_WAIT_S)
+                               "writing the client-startup JSON anyway, publishing keeps retrying", wait_s)
                 break
         # it holds the scan's signing key: readable by its owner only (mode 600)
         atomic_write_text(self.startup_json, json.dumps(self.startup_doc, indent=1), mode=0o600)
