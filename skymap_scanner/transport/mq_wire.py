@@ -30,9 +30,11 @@ Queues (mqclient's names: RabbitMQ queue NAME, NATS stream NAME-stream, Pulsar t
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -223,6 +225,32 @@ async def nats_add_stream(js: Any, stream: str, subject: str, max_age_s: float) 
         await js.update_stream(config)
 
 
+_PULSAR_CLIENTS: weakref.WeakSet[Any] = weakref.WeakSet()  # every pulsar.Client made here and not yet collected
+
+
+def _pulsar_client(*args: Any, **kw: Any) -> Any:
+    """A ``pulsar.Client``, closed at interpreter exit if nothing closed it before: one still owned by a
+    daemon thread (a worker session cut short, a queue deletion that timed out) would otherwise outlive
+    Python, and the C++ library aborts the process as it exits ("terminate called without an active
+    exception", exit 134), whatever the scan's outcome."""
+    import pulsar
+
+    if not _PULSAR_CLIENTS and not getattr(_pulsar_client, "registered", False):
+        atexit.register(_close_pulsar_clients)
+        _pulsar_client.registered = True  # type: ignore[attr-defined]
+    client = pulsar.Client(*args, **kw)
+    _PULSAR_CLIENTS.add(client)
+    return client
+
+
+def _close_pulsar_clients() -> None:
+    for client in list(_PULSAR_CLIENTS):
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - closed already, or the broker is gone: nothing more to do
+            pass
+
+
 def _pulsar_classes() -> tuple[type, type]:
     import pulsar
     from mqclient.broker_clients import apachepulsar as mq_pulsar
@@ -235,8 +263,8 @@ def _pulsar_classes() -> tuple[type, type]:
 
         async def connect(self) -> None:
             # the Python client has no keep-alive setting (the C++ default of 30 s applies)
-            self.client = pulsar.Client(self.address, authentication=self.auth, operation_timeout_seconds=15,
-                                        connection_timeout_ms=10_000)
+            self.client = _pulsar_client(self.address, authentication=self.auth, operation_timeout_seconds=15,
+                                         connection_timeout_ms=10_000)
 
     class PulsarPub(mq_pulsar.PulsarPub, Configured):  # type: ignore[misc]
         subscribe_first = True
@@ -294,6 +322,25 @@ def _make(settings: BrokerSettings, name: str, sub: bool, prefetch: int, subscri
     return q
 
 
+async def _connect(q: Any, name: str) -> None:
+    """``q.connect()``; if it fails half-way (connected, then a declaration or a subscription refused),
+    what it opened is closed before the error goes on (a Pulsar client left open aborts the process at exit)."""
+    try:
+        await q.connect()
+    except BaseException:
+        try:
+            await q.close()
+        except Exception as e:  # noqa: BLE001 - partly open: close what can be closed
+            LOGGER.debug("closing a failed connection to %s: %s", name, e)
+            client = getattr(q, "client", None)
+            if client is not None and hasattr(client, "close"):
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        raise
+
+
 @asynccontextmanager
 async def open_pub(settings: BrokerSettings, name: str, subscribe_first: bool = True,
                    passive: bool = False) -> AsyncIterator[RawPub]:
@@ -302,7 +349,7 @@ async def open_pub(settings: BrokerSettings, name: str, subscribe_first: bool = 
     replies go to a topic the server is subscribed to). ``passive``: fail if the queue does not exist
     (RabbitMQ, NATS) instead of creating it."""
     q = _make(settings, name, sub=False, prefetch=1, subscribe_first=subscribe_first, passive=passive)
-    await q.connect()
+    await _connect(q, name)
     try:
         yield RawPub(q)
     finally:
@@ -411,7 +458,7 @@ async def open_sub(settings: BrokerSettings, name: str, prefetch: int, timeout_s
     """A connected subscription to queue ``name`` (see :class:`RawSub`); the size limits default to
     :data:`MAX_COMPRESSED_BYTES` and :data:`MAX_DECODED_BYTES`."""
     q = _make(settings, name, sub=True, prefetch=prefetch)
-    await q.connect()
+    await _connect(q, name)
     sub = RawSub(q, timeout_s, max_compressed, max_decoded)
     try:
         yield sub
@@ -524,8 +571,8 @@ def _unsubscribe_pulsar(settings: BrokerSettings, names: list[str], timeout_s: f
 
     address = settings.address if settings.address.startswith("pulsar") else f"pulsar://{settings.address}"
     auth = pulsar.AuthenticationToken(settings.auth) if settings.auth else None
-    client = pulsar.Client(address, authentication=auth, operation_timeout_seconds=max(1, int(timeout_s)),
-                           connection_timeout_ms=int(timeout_s * 1000))
+    client = _pulsar_client(address, authentication=auth, operation_timeout_seconds=max(1, int(timeout_s)),
+                            connection_timeout_ms=int(timeout_s * 1000))
     try:
         for name in names:
             consumer = client.subscribe(name, PULSAR_SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Shared)
