@@ -177,8 +177,9 @@ class Harness:
             c.close()
         for th in self._threads:
             # a client waiting for a delivery notices within its session's idle time (1 s); it need not be
-            # waited for: deleting its queues ends its session at once, and its thread is a daemon
-            th.join(timeout=0.1)
+            # waited for: deleting its queues ends its session at once, and its thread is a daemon. On
+            # Pulsar it is: a thread still inside the Pulsar library when Python exits aborts the process
+            th.join(timeout=20.0 if self.name == "pulsar" else 0.1)
         if self.is_broker:
             delete_queues(self.name, list(queue_names(self.scan_id)))
 

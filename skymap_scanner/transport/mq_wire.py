@@ -34,6 +34,7 @@ import atexit
 import json
 import logging
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +52,7 @@ MAX_DECODED_BYTES = 64 * 1024 * 1024  # decompression stops (and the delivery is
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 PULSAR_SUBSCRIPTION = "i3-pulsar-sub"  # mqclient's one shared subscription
 ADMIN_TIMEOUT_S = 5.0  # connecting / deleting queues at the scan's end
+PULSAR_EXIT_JOIN_S = 5.0  # at exit, how long daemon threads may take to leave the Pulsar library (see below)
 
 
 class UndecodableMessage(MessageError):
@@ -244,11 +246,21 @@ def _pulsar_client(*args: Any, **kw: Any) -> Any:
 
 
 def _close_pulsar_clients() -> None:
-    for client in list(_PULSAR_CLIENTS):
+    """At exit: close the Pulsar clients still open, then give daemon threads a moment to leave the calls
+    into the library that this interrupts. A thread still inside one when Python finalizes is ended
+    there as it re-takes the GIL, and that, inside the library's C++, aborts the process."""
+    clients = list(_PULSAR_CLIENTS)
+    for client in clients:
         try:
             client.close()
         except Exception:  # noqa: BLE001 - closed already, or the broker is gone: nothing more to do
             pass
+    if not clients:
+        return
+    deadline = time.monotonic() + PULSAR_EXIT_JOIN_S
+    for th in threading.enumerate():
+        if th is not threading.current_thread() and th.daemon and th.is_alive():
+            th.join(max(0.0, deadline - time.monotonic()))
 
 
 def _pulsar_classes() -> tuple[type, type]:
