@@ -373,7 +373,9 @@ def test_the_server_exits_after_its_broker_connections_are_closed(tmp_path: Path
             assert proc.poll() is None and time.monotonic() - t0 < 60, (tmp_path / "server.log").read_text()
             time.sleep(0.1)
         time.sleep(2)
-        assert close_rabbitmq_connections_of(proc.pid) >= 2  # its publisher and its consumer
+        # its publisher's connection for sure (long-lived); the consumer's too unless it was just re-opening
+        # (with no client it re-opens its subscription every 2 s, so its port may change between the listings)
+        assert close_rabbitmq_connections_of(proc.pid) >= 1
         t_closed = time.monotonic()
         try:
             rc = proc.wait(timeout=60)
