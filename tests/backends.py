@@ -41,20 +41,27 @@ class SimulatedCrash(RuntimeError):
     """A worker dying in the middle of a batch (before its reply went out)."""
 
 
-class FlakyHandler:
-    """A worker's handler that can be told to fail on the next ``n`` batches it takes."""
+class Deaths:
+    """Worker deaths still to happen: the next batches taken, by whichever worker takes them, fail."""
 
-    def __init__(self, handle: Callable[[WorkMessage], ResultMessage]) -> None:
-        self.handle = handle
-        self.fail_next = 0
-        self.failed = 0
+    def __init__(self) -> None:
+        self.pending = 0
         self.lock = threading.Lock()
 
+
+class FlakyHandler:
+    """A worker's handler that fails on a batch it takes while ``deaths`` has one pending."""
+
+    def __init__(self, handle: Callable[[WorkMessage], ResultMessage], deaths: Deaths) -> None:
+        self.handle = handle
+        self.deaths = deaths
+        self.failed = 0
+
     def __call__(self, work: WorkMessage) -> ResultMessage:
-        with self.lock:
-            fail = self.fail_next > 0
+        with self.deaths.lock:
+            fail = self.deaths.pending > 0
             if fail:
-                self.fail_next -= 1
+                self.deaths.pending -= 1
                 self.failed += 1
         if fail:
             raise SimulatedCrash(f"worker died in batch {work.batch_id}")
@@ -76,6 +83,7 @@ class Harness:
             self.cfg = EnvConfig(SKYSCAN_BROKER_CLIENT=name, SKYSCAN_BROKER_ADDRESS=broker_address(name),
                                  SKYSCAN_MQ_HEARTBEAT_SEC=heartbeat_s)
         self.handlers: list[FlakyHandler] = []
+        self.deaths = Deaths()
         self.client_stats: list[ServeStats] = []
         self._channels: list[MQWorkerChannel] = []
         self._threads: list[threading.Thread] = []
@@ -97,7 +105,7 @@ class Harness:
         opts = TransportOptions(local_workers=2, startup_json=self.tmp / "startup.json" if self.is_broker else None)
         t = make_server_transport(self.cfg, spec, opts, backend=self.name)
         if self.name == "stub":
-            handler = FlakyHandler(t.handler)  # type: ignore[attr-defined]
+            handler = FlakyHandler(t.handler, self.deaths)  # type: ignore[attr-defined]
             t.handler = handler  # type: ignore[attr-defined]
             self.handlers = [handler]
         t.start()
@@ -110,7 +118,8 @@ class Harness:
         to_q, from_q = queue_names(spec.scan_id)
         settings = broker_settings(self.cfg)
         for i in range(n):
-            handler = FlakyHandler(PixelWorker(spec.event, spec.reco_name, spec.reco_options, f"client-{i}").handle)
+            handler = FlakyHandler(PixelWorker(spec.event, spec.reco_name, spec.reco_options, f"client-{i}").handle,
+                                   self.deaths)
             channel = MQWorkerChannel(settings, to_q, from_q, f"client-{i}")
             stats = ServeStats()
             async def client(c: MQWorkerChannel = channel, h: Any = handler, s: ServeStats = stats) -> None:
@@ -133,7 +142,10 @@ class Harness:
             procs = transport._procs  # type: ignore[attr-defined]
             os.kill(next(iter(procs)).pid, signal.SIGKILL)
         else:
-            self.handlers[0].fail_next += 1
+            # the next batch taken dies, whichever worker takes it (a named one might take none: on Pulsar
+            # one consumer was seen to get every remaining batch)
+            with self.deaths.lock:
+                self.deaths.pending += 1
 
     def inject_work(self, transport: ServerTransport, raws: list[Any]) -> None:
         """Raw payloads straight onto the workers' input, past the server."""
