@@ -228,6 +228,7 @@ async def nats_add_stream(js: Any, stream: str, subject: str, max_age_s: float) 
 
 
 _PULSAR_CLIENTS: weakref.WeakSet[Any] = weakref.WeakSet()  # every pulsar.Client made here and not yet collected
+_PULSAR_EXIT_REGISTERED = False  # _close_pulsar_clients is registered with atexit (once, on the first client)
 
 
 def _pulsar_client(*args: Any, **kw: Any) -> Any:
@@ -237,9 +238,10 @@ def _pulsar_client(*args: Any, **kw: Any) -> Any:
     exception", exit 134), whatever the scan's outcome."""
     import pulsar
 
-    if not _PULSAR_CLIENTS and not getattr(_pulsar_client, "registered", False):
+    global _PULSAR_EXIT_REGISTERED
+    if not _PULSAR_EXIT_REGISTERED:
         atexit.register(_close_pulsar_clients)
-        _pulsar_client.registered = True  # type: ignore[attr-defined]
+        _PULSAR_EXIT_REGISTERED = True
     client = pulsar.Client(*args, **kw)
     _PULSAR_CLIENTS.add(client)
     return client
